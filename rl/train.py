@@ -1,0 +1,70 @@
+"""GRPO training of a LoRA adapter with rollouts from the Ray/vLLM pool.
+
+    accelerate launch rl/train.py --config configs/toy.yaml [--grpo.max_steps 20 ...]
+    python rl/train.py --config configs/toy.yaml --run-name my-run [--resume | --overwrite | --dry-run]
+
+TRL's GRPOTrainer does the GRPO math (advantages, clipping, KL, loss types,
+importance sampling); this file wires it to our parts:
+  config -> data -> prompts -> rollouts (rollout_func) -> rewards -> learner -> adapter sync.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python rl/train.py` / `accelerate launch rl/train.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rl.config import Config, ConfigError, add_config_args, parse_cli  # noqa: E402
+from rl.runs import RunDirError, prepare_run_dir  # noqa: E402
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="GRPO (TRL) + LoRA training for reasoning translation. "
+        "Any other --section.key value pair overrides the config.",
+    )
+    add_config_args(parser)
+    parser.add_argument("--run-name", default=None, help="runs/<name>/ (default: run_name from the config)")
+    parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="start over; the old run dir is moved aside")
+    parser.add_argument("--dry-run", action="store_true", help="validate, print the plan and memory estimate, exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_arg_parser()
+    try:
+        args, cfg = parse_cli(parser, argv)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    if args.run_name:
+        cfg.run_name = args.run_name
+    cfg.run_name = cfg.run_name or "grpo"
+    if args.dry_run:
+        from rl.plan import print_plan
+
+        return print_plan(cfg)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    try:
+        if is_main:
+            run_dir = prepare_run_dir(cfg.output_dir, cfg.run_name, resume=args.resume, overwrite=args.overwrite)
+        else:
+            run_dir = Path(cfg.output_dir) / cfg.run_name
+    except RunDirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    from rl.grpo import train
+
+    summary = train(cfg, run_dir, resume=args.resume)
+    if is_main:
+        print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
