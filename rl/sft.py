@@ -100,9 +100,9 @@ def run_sft(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype[cfg.model.dtype])
     s, lora = cfg.sft, cfg.lora
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")  # transformers 5 dropped logging_dir
     args = SFTConfig(
         output_dir=str(run_dir / "checkpoints"),
-        logging_dir=str(run_dir / "tensorboard"),
         report_to=["tensorboard"],
         learning_rate=s.learning_rate,
         num_train_epochs=s.num_train_epochs,
@@ -117,7 +117,7 @@ def run_sft(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
         use_cpu=not torch.cuda.is_available(),
         bf16=cfg.model.dtype == "bfloat16" and torch.cuda.is_available(),
         lr_scheduler_type="cosine",
-        warmup_ratio=0.05,
+        warmup_steps=0.05,  # < 1: a fraction of the steps (transformers 5)
     )
     peft_config = LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,

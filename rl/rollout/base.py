@@ -1,0 +1,158 @@
+"""What every rollout backend shares: the result types, the engine interface,
+adapter validation (run before any worker swaps), and per-prompt seeds."""
+from __future__ import annotations
+
+import json
+import numbers
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+from rl.config import SamplingConfig
+
+# vLLM only accepts these LoRA ranks as max_lora_rank (vllm.config.lora.MaxLoRARanks).
+VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]  # sampled tokens, EOS included when the model stopped on it
+    logprobs: list[float]  # log p of each sampled token after temperature/top-k/top-p (TRL's convention)
+    finish_reason: str  # "stop" (EOS or stop string) | "length" (hit max_tokens)
+
+
+@dataclass
+class PromptResult:
+    prompt_token_ids: list[int]
+    completions: list[Completion]  # sampling.n of them
+
+
+class RolloutEngine(Protocol):
+    """The interface the trainer and the evaluator use; every backend implements it."""
+
+    def generate(self, prompts: Sequence[str] | Sequence[Sequence[int]], sampling: SamplingConfig) -> list[PromptResult]:
+        """Chat-templated strings or token ids in; results in input order out."""
+
+    def set_adapter(self, adapter_dir: str, version: int) -> None:
+        """Validate ``adapter_dir`` and make it the policy of every later ``generate``."""
+
+    def clear_adapter(self) -> None:
+        """Generate with the base model again."""
+
+    @property
+    def adapter_version(self) -> int | None: ...
+
+    def shutdown(self) -> None: ...
+
+
+class AdapterError(ValueError):
+    """A LoRA adapter directory that no worker should load."""
+
+
+def lora_id(version: int) -> int:
+    """vLLM LoRA ids must be >= 1; versions start at 0."""
+    if version < 0:
+        raise ValueError(f"adapter version must be >= 0, got {version}")
+    return version + 1
+
+
+def check_adapter(adapter_dir: str | Path, max_lora_rank: int, model_path: str | Path | None = None) -> dict:
+    """Reject an adapter before any worker swaps to it: missing files, a rank the
+    engines cannot hold, or weights shaped for another base model. Returns its config."""
+    d = Path(adapter_dir)
+    if not d.is_dir():
+        raise AdapterError(f"adapter directory not found: {d}")
+    cfg_path = d / "adapter_config.json"
+    if not cfg_path.is_file():
+        raise AdapterError(f"{d}: no adapter_config.json (not a PEFT adapter directory)")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise AdapterError(f"{cfg_path}: not valid JSON: {exc}") from exc
+    if cfg.get("peft_type", "LORA") != "LORA":
+        raise AdapterError(f"{cfg_path}: peft_type {cfg.get('peft_type')!r} is not LORA")
+    ranks = [cfg.get("r"), *(cfg.get("rank_pattern") or {}).values()]
+    if not all(isinstance(r, int) and r >= 1 for r in ranks):
+        raise AdapterError(f"{cfg_path}: r must be a positive integer, got {cfg.get('r')!r}")
+    if max(ranks) > max_lora_rank:
+        raise AdapterError(f"{cfg_path}: LoRA rank {max(ranks)} exceeds rollout.max_lora_rank={max_lora_rank}")
+    weights = [d / name for name in WEIGHT_FILES if (d / name).is_file()]
+    if not weights:
+        raise AdapterError(f"{d}: no adapter weights ({' or '.join(WEIGHT_FILES)})")
+    if weights[0].suffix == ".safetensors" and model_path is not None:
+        _check_shapes(weights[0], Path(model_path) / "config.json", max_lora_rank)
+    return cfg
+
+
+def _check_shapes(weights: Path, model_config: Path, max_lora_rank: int) -> None:
+    """LoRA A/B shapes must fit the base model's linear layers (checkable when the
+    base model is a local directory): a cheap, exact "same base model" test."""
+    if not model_config.is_file():
+        return
+    from safetensors import safe_open
+
+    mc = json.loads(model_config.read_text(encoding="utf-8"))
+    mc = mc.get("text_config", mc)
+    hidden, layers = mc.get("hidden_size"), mc.get("num_hidden_layers")
+    heads = mc.get("num_attention_heads") or 1
+    head_dim = mc.get("head_dim") or (hidden // heads if hidden else None)
+    dims = {hidden, mc.get("intermediate_size"), heads * (head_dim or 0),
+            (mc.get("num_key_value_heads") or heads) * (head_dim or 0)} - {None, 0}
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+    except Exception as exc:  # a truncated or foreign file
+        raise AdapterError(f"{weights}: unreadable safetensors file: {exc}") from exc
+    for key, shape in shapes.items():
+        layer = re.search(r"\.layers\.(\d+)\.", key)
+        if layer and layers is not None and int(layer.group(1)) >= layers:
+            raise AdapterError(f"{weights}: {key} names layer {layer.group(1)}, the base model "
+                               f"({model_config.parent}) has {layers} layers")
+        if len(shape) != 2 or "lora_" not in key:
+            continue
+        rank, feature = (shape[0], shape[1]) if "lora_A" in key else (shape[1], shape[0])
+        if rank > max_lora_rank:
+            raise AdapterError(f"{weights}: {key} has rank {rank} > rollout.max_lora_rank={max_lora_rank}")
+        if dims and feature not in dims and "embed" not in key and "lm_head" not in key:
+            raise AdapterError(f"{weights}: {key} has shape {list(shape)}, which fits no linear layer of the "
+                               f"base model {model_config.parent} (dims {sorted(dims)}): adapter for another model?")
+
+
+def read_adapter_files(adapter_dir: str | Path) -> dict[str, bytes]:
+    """The files a worker needs, as bytes: workers on other machines get the
+    adapter through Ray's object store, not a shared disk."""
+    d = Path(adapter_dir)
+    return {p.name: p.read_bytes() for p in [d / "adapter_config.json", *(d / n for n in WEIGHT_FILES)] if p.is_file()}
+
+
+def request_seeds(seed: int | None, num_prompts: int, n: int) -> list[int | None]:
+    """One seed per prompt, spaced by ``n`` (vLLM seeds the i-th of n samples with
+    seed + i), so a prompt's samples do not depend on which worker or batch ran it."""
+    if seed is None:
+        return [None] * num_prompts
+    return [seed + i * n for i in range(num_prompts)]
+
+
+def tokenize_prompts(tokenizer, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
+    """Strings are already chat-templated: no special tokens are added."""
+    out = []
+    for i, p in enumerate(prompts):
+        if isinstance(p, str):
+            out.append(tokenizer(p, add_special_tokens=False)["input_ids"])
+        elif not isinstance(p, (bytes, dict)) and all(isinstance(t, numbers.Integral) for t in p):
+            out.append([int(t) for t in p])
+        else:
+            raise TypeError(f"prompt {i}: expected a string or a list of token ids, got {type(p).__name__}")
+        if not out[-1]:
+            raise ValueError(f"prompt {i} is empty")
+    return out
+
+
+def check_sampling(sampling: SamplingConfig) -> None:
+    if sampling.n < 1 or sampling.max_tokens < 1:
+        raise ValueError(f"sampling.n and sampling.max_tokens must be >= 1, got {sampling.n}, {sampling.max_tokens}")
+    if sampling.temperature < 0:
+        raise ValueError(f"sampling.temperature must be >= 0, got {sampling.temperature}")

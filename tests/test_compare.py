@@ -1,0 +1,121 @@
+"""rl.compare on real evaluations of two runs that differ only in their reward spec,
+and on hand-made result sets where the expected labels are known exactly.
+
+FLORES-200 lines are copied at test time into tmp_path (CC BY-SA 4.0; NLLB Team et al.
+2022; Goyal et al. 2021)."""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rl.compare import CompareError, compare, compare_results, labels_for, load_results
+from rl.evaluate import evaluate
+from test_evaluate import AnswerEngine, eval_config, make_run, mini_flores
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def two_runs(toy_world, data_dir, toy_vllm_engine, tmp_path_factory):
+    """Two runs (random adapters) that differ in reward.spec, each evaluated into <run>/eval."""
+    root = tmp_path_factory.mktemp("cmp")
+    flores = mini_flores(data_dir, root / "flores", codes=("eng_Latn", "deu_Latn"), n=3)
+    runs = []
+    for seed, spec in ((1, "chrf-format"), (2, "r1t1")):
+        run = make_run(root / f"run-{spec}", toy_world.model_dir, seed, spec, ["eng_Latn-deu_Latn"])
+        cfg = eval_config(toy_world, flores, directions="eng_Latn-deu_Latn,toy_en-toy_xx", limit=3, max_tokens=32)
+        evaluate(cfg, adapter=run, engine=AnswerEngine(toy_vllm_engine), progress=False)  # default out: <run>/eval
+        runs.append(run)
+    return runs
+
+
+def test_compare_two_runs_labels_and_deltas(two_runs, tmp_path):
+    cmp = compare(two_runs, out=tmp_path)
+    assert cmp["labels"] == ["reward.spec=chrf-format", "reward.spec=r1t1"]
+    assert "reward.spec" in cmp["keys"] and "run_name" not in cmp["keys"]
+    a, b = (json.loads((run / "eval" / "results.json").read_text()) for run in two_runs)
+    rows_a, rows_b = ({r["direction"]: r for r in x["directions"]} for x in (a, b))
+    assert set(cmp["rows"]) == {"eng_Latn-deu_Latn", "toy_en-toy_xx", *(f"avg:{g}" for g in a["averages"])}
+    for direction in rows_a:
+        for metric in ("chrfpp", "bleu", "format_failure_rate"):
+            want = rows_b[direction][metric] - rows_a[direction][metric]
+            assert cmp["deltas"][1][direction][metric] == pytest.approx(want)
+            assert cmp["rows"][direction][metric] == [rows_a[direction][metric], rows_b[direction][metric]]
+    for group in a["averages"]:
+        assert cmp["deltas"][1][f"avg:{group}"]["chrfpp"] == pytest.approx(
+            b["averages"][group]["chrfpp"] - a["averages"][group]["chrfpp"])
+    # the adapters differ, so the outputs (and at least one score) do too
+    assert any(cmp["deltas"][1][d][m] != 0 for d in rows_a for m in ("chrfpp", "bleu"))
+
+    with (tmp_path / "compare.csv").open(encoding="utf-8") as f:
+        table = {r["row"]: r for r in csv.DictReader(f)}
+    delta_col = "ΔchrF++ · reward.spec=r1t1"
+    for direction in rows_a:
+        assert float(table[direction][delta_col]) == pytest.approx(cmp["deltas"][1][direction]["chrfpp"])
+    md = (tmp_path / "compare.md").read_text(encoding="utf-8")
+    assert "chrF++ · reward.spec=chrf-format" in md and delta_col in md and "COMET" not in md.split("\n")[0]
+    assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_cli_prints_the_table(two_runs, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "rl.compare", *map(str, two_runs), "--out", str(tmp_path),
+                           "--metrics", "chrfpp"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "chrF++ · reward.spec=r1t1" in proc.stdout and "BLEU" not in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "rl.compare", str(tmp_path / "nothing")], capture_output=True,
+                         text=True, cwd=REPO, timeout=120)
+    assert bad.returncode == 2 and "no results.json" in bad.stderr
+
+
+# ----------------------------------------------------------------------------- hand-made result sets
+
+
+def _results(chrfpp: dict[str, float], adapter: str | None, run_config: dict | None, temperature=0.1) -> dict:
+    rows = [{"direction": d, "src": d.split("-")[0], "tgt": d.split("-")[1], "chrfpp": v, "bleu": v / 2,
+             "comet": None, "format_failure_rate": 0.1, "n": 10} for d, v in chrfpp.items()]
+    return {"settings": {"model": "m", "adapter": adapter, "split": "devtest", "limit": None,
+                         "decoding": {"temperature": temperature, "top_p": 0.75}},
+            "run_config": run_config, "directions": rows,
+            "averages": {"all": {"n_directions": len(rows), "chrfpp": sum(chrfpp.values()) / len(rows),
+                                 "bleu": sum(chrfpp.values()) / len(rows) / 2, "comet": None,
+                                 "format_failure_rate": 0.1}}}
+
+
+def test_labels_and_missing_cells():
+    base = _results({"eng_Latn-deu_Latn": 40.0}, None, None)
+    run = _results({"eng_Latn-deu_Latn": 45.0, "eng_Latn-fra_Latn": 50.0}, "a/adapter",
+                   {"run_name": "x", "reward": {"spec": "r1t1"}, "grpo": {"beta": 0.04}})
+    labels, keys = labels_for([("base", base), ("x", run)])
+    assert labels == ["adapter=none", "adapter=lora"] and keys == ["adapter"]  # run-only keys do not differ
+
+    other = copy.deepcopy(run)
+    other["run_config"]["grpo"]["beta"] = 0.0
+    other["settings"]["decoding"]["temperature"] = 0.7
+    labels, _ = labels_for([("x", run), ("y", other)])
+    assert labels == ["decoding.temperature=0.1, grpo.beta=0.04", "decoding.temperature=0.7, grpo.beta=0.0"]
+
+    same, _ = labels_for([("x", run), ("y", copy.deepcopy(run))])
+    assert same == ["x", "y"]  # nothing differs: names
+
+    cmp = compare_results([("base", base), ("x", run)], metrics=["chrfpp"])
+    assert cmp["deltas"][1]["eng_Latn-deu_Latn"]["chrfpp"] == pytest.approx(5.0)
+    assert cmp["rows"]["eng_Latn-fra_Latn"]["chrfpp"] == [None, 50.0]
+    assert cmp["deltas"][1]["eng_Latn-fra_Latn"]["chrfpp"] is None
+    assert "| en→fr | – | 50.00 | – |" in cmp["markdown"]
+    with pytest.raises(CompareError, match="unknown metric"):
+        compare_results([("base", base)], metrics=["meteor"])
+
+
+def test_load_results_errors(tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "results.json").write_text("{}")
+    with pytest.raises(CompareError, match="not an rl.evaluate results.json"):
+        load_results(tmp_path / "bad")
+    with pytest.raises(CompareError, match="no results.json"):
+        load_results(tmp_path / "empty")

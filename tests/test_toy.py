@@ -1,0 +1,224 @@
+"""The offline toy world (rl/toy.py): deterministic bytes, a cache keyed by its
+parameters, a language pair whose rules hold, data that the product's loaders and
+parser accept, and a checkpoint that transformers and vLLM both load."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import re
+
+import pytest
+import sacrebleu
+
+from rl.config import ToyConfig
+from rl.data import load_jsonl
+from rl.parsing import parse_completion
+from rl.prompts import TEMPLATE_NAMES, full_completion, render_completion, render_prompt
+from rl.toy import (
+    Lexicon, Phrase, Sentence, build_toy_world, chat_messages, greedy_translate, make_lexicon, make_think,
+    plain_prompt, render_en, render_xx, world_key,
+)
+
+SMALL = dict(train_sentences=300, test_sentences=30, pretrain_steps=15, vocab_words=60)
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+# ----------------------------------------------------------------------------- build and cache
+@pytest.fixture(scope="module")
+def two_small_builds(tmp_path_factory):
+    """The same small config built in two separate cache dirs."""
+    worlds = []
+    for name in ("a", "b"):
+        cfg = ToyConfig(**SMALL, cache_dir=str(tmp_path_factory.mktemp(f"toy_{name}")))
+        worlds.append(build_toy_world(cfg, progress=False))
+    return worlds
+
+
+def test_build_is_byte_identical(two_small_builds):
+    a, b = two_small_builds
+    assert a.root != b.root and a.root.name == b.root.name  # same key, different cache dirs
+    files_a, files_b = a.manifest["files"], b.manifest["files"]
+    assert files_a == files_b
+    assert {"model/model.safetensors", "model/config.json", "model/tokenizer.json", "train.jsonl", "test.jsonl",
+            "cot_sft.jsonl"} <= set(files_a)
+    assert a.manifest_json.read_bytes() == b.manifest_json.read_bytes()
+
+
+def test_cache_is_reused_and_keyed_by_parameters(two_small_builds, tmp_path):
+    a, _ = two_small_builds
+    before = {p: p.stat().st_mtime_ns for p in a.root.rglob("*")}
+    again = build_toy_world(ToyConfig(**SMALL, cache_dir=str(a.root.parent)), progress=False)
+    assert again.root == a.root
+    assert {p: p.stat().st_mtime_ns for p in a.root.rglob("*")} == before  # nothing rebuilt
+    assert not list(a.root.parent.glob("*.tmp-*"))  # no half-built world left behind
+    base = ToyConfig(**SMALL)
+    assert world_key(dataclasses.replace(base, cache_dir="elsewhere")) == world_key(base)
+    for change in (dict(seed=1), dict(pretrain_steps=16), dict(hidden_size=256, num_heads=4)):
+        assert world_key(dataclasses.replace(base, **change)) != world_key(base)
+
+
+def test_relative_cache_dir_resolves_against_root(two_small_builds, tmp_path):
+    a, _ = two_small_builds
+    # A relative cache_dir under an explicit root: the world lands there (copy, not rebuild: same key).
+    target = tmp_path / "cache" / a.root.name
+    target.parent.mkdir()
+    os.symlink(a.root, target)
+    world = build_toy_world(ToyConfig(**SMALL, cache_dir="cache"), root=tmp_path, progress=False)
+    assert world.root == target
+
+
+def test_bad_model_shape_fails_clearly(tmp_path):
+    with pytest.raises(ValueError, match=r"toy.hidden_size / toy.num_heads .* 64 / 2"):
+        build_toy_world(ToyConfig(**{**SMALL, "hidden_size": 64, "num_heads": 2}, cache_dir=str(tmp_path)),
+                        progress=False)
+    with pytest.raises(ValueError, match="toy.vocab_words"):
+        build_toy_world(ToyConfig(**{**SMALL, "vocab_words": 1000}, cache_dir=str(tmp_path)), progress=False)
+    assert not list(tmp_path.iterdir())  # refused before any work
+
+
+# ----------------------------------------------------------------------------- the language pair
+LEX = Lexicon(nouns={"cat": "miro", "dog": "vana", "box": "zeka"}, verbs_t={"chase": "polu"},
+              verbs_i={"cry": "dabi"}, adjs={"big": "tasu"}, advs={"quickly": "bise"})
+
+
+def test_grammar_rules():
+    s = Sentence(Phrase("cat", True, "big"), "chase", True, Phrase("dog", False, None), "quickly")
+    assert render_en(s) == "the big cats quickly chased the dog"
+    assert render_xx(s, LEX) == "miro-li tasu vana-ko bise polu-ta"  # SOV, adj after noun, suffixes
+    s = Sentence(Phrase("box", False, None), "chase", False, Phrase("box", True, "big"), None)
+    assert render_en(s) == "the box chases the big boxes"
+    assert render_xx(s, LEX) == "zeka zeka-li-ko tasu polu-ru"
+    s = Sentence(Phrase("dog", True, None), "cry", True, None, None)
+    assert (render_en(s), render_xx(s, LEX)) == ("the dogs cried", "vana-li dabi-ta")
+
+
+def test_lexicon_is_seeded_and_unambiguous():
+    a, b = make_lexicon(120, random.Random(3)), make_lexicon(120, random.Random(3))
+    assert a == b and a != make_lexicon(120, random.Random(4))
+    stems = [x for t in dataclasses.astuple(a) for x in t.values()]
+    assert len(stems) == len(set(stems)) == 120
+    assert all(re.fullmatch(r"([bdgklmnprstvz][aeiou]){2,3}", x) for x in stems)
+    with pytest.raises(ValueError, match="vocab_words"):
+        make_lexicon(5, random.Random(0))
+
+
+def test_reasoning_is_true_to_the_grammar():
+    s = Sentence(Phrase("cat", True, "big"), "chase", True, Phrase("dog", False, None), None)
+    prev = Sentence(Phrase("box", False, None), "chase", False, Phrase("cat", False, None), None)
+    rng = random.Random(0)
+    think = {t: make_think(t, s, "toy_en", LEX, prev, rng) for t in TEMPLATE_NAMES}
+    assert "cat = miro" in think["structural"] and "O V" in think["structural"]
+    assert "Refine: the big cats = miro-li tasu" in think["hierarchical"]
+    assert "Pivot gloss: cat-PL big dog-OBJ chase-PAST" in think["triangulating"]
+    assert "miro-li tasu vana-ko polu-ta" in think["back_translation"]
+    assert "cat = miro was the object before" in think["context_aware"]
+    assert "several big cats chase one dog" in think["explanation"]
+    back = make_think("structural", s, "toy_xx", LEX, None, rng)
+    assert "miro = cat" in back and "S V O" in back
+    for _ in range(20):  # a flawed draft is always caught and fixed to the reference
+        bt = make_think("back_translation", s, "toy_en", LEX, None, rng)
+        assert bt.endswith("Keep the draft.") or bt.endswith("Fix: miro-li tasu vana-ko polu-ta.")
+
+
+# ----------------------------------------------------------------------------- the default world
+def test_data_files_load_and_parse(toy_world):
+    manifest = toy_world.manifest
+    train, test = load_jsonl(toy_world.train_jsonl), load_jsonl(toy_world.test_jsonl)
+    assert len(train) == manifest["sizes"]["train_records"] and len(test) == manifest["sizes"]["test_records"]
+    assert {(e.src_lang, e.tgt_lang) for e in train} == {("toy_en", "toy_xx"), ("toy_xx", "toy_en")}
+    assert len(load_jsonl(toy_world.train_jsonl, ["toy_en-toy_xx"])) == len(train) // 2
+    assert any(e.context for e in train) and any(not e.context for e in train)
+    assert all(3 <= len(e.source.split()) <= 8 for e in train if e.src_lang == "toy_en")
+    train_en = {e.source for e in train if e.src_lang == "toy_en"}
+    assert not train_en & {e.source for e in test if e.src_lang == "toy_en"}  # held-out sentences
+    assert len({e.id for e in train}) == len(train)
+
+    cot = read_jsonl(toy_world.cot_sft_jsonl)
+    assert len(load_jsonl(toy_world.cot_sft_jsonl)) == len(cot) == manifest["sizes"]["cot_records"]
+    assert {c["template"] for c in cot} == set(TEMPLATE_NAMES)
+    counts = [sum(c["template"] == t for c in cot) for t in TEMPLATE_NAMES]
+    assert min(counts) > 0.7 * len(cot) / 6  # uniform
+    for c in cot:
+        parsed = parse_completion(c["completion"], strict=True)
+        assert parsed.ok, (c["id"], parsed.error)
+        assert parsed.answer == c["reference"]
+        assert set(c) >= {"id", "src_lang", "tgt_lang", "source", "reference", "template", "completion"}
+
+
+def test_tokenizer_round_trips_and_knows_the_chat_format(toy_world):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(toy_world.model_dir)
+    cot = read_jsonl(toy_world.cot_sft_jsonl)[:50]
+    samples = [c["completion"] for c in cot] + [c["source"] for c in cot] + [
+        "Unseen text: Grüße, 東京, emoji 🙂 and  double  spaces\n\ttabs.", "<think>x</think><answer>y</answer>"]
+    for text in samples:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.decode(ids) == text
+    for t in ("<think>", "</think>", "<answer>", "</answer>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"):
+        assert len(tok(t, add_special_tokens=False)["input_ids"]) == 1, t
+    ids = tok("<think>a</think><answer>b</answer><|im_end|>", add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids, skip_special_tokens=True) == "<think>a</think><answer>b</answer>"  # tags survive
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
+    assert 500 < len(tok) <= 4000
+    # Morphology is visible: lemma and suffix are separate tokens in both languages.
+    assert tok.tokenize(" cats")[-1] == "s" and tok.tokenize(" miro-li")[-2:] == ["-", "li"]
+
+    # The SFT example is exactly what training renders: prompt with <think> prefilled + completion.
+    c = next(c for c in cot if c.get("context"))
+    prompt = render_prompt(tok, chat_messages(c, c["template"]), think_prefill=True)
+    assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n<think>")
+    assert f"Context: {c['context']}" in prompt and c["source"] in prompt
+    think = parse_completion(c["completion"]).think
+    target = render_completion(think, c["reference"], think_prefill=True)
+    assert full_completion(target) == c["completion"]
+
+
+def test_transformers_loads_and_the_base_translates_imperfectly(toy_world):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    manifest = toy_world.manifest
+    model = AutoModelForCausalLM.from_pretrained(toy_world.model_dir, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(toy_world.model_dir)
+    assert model.config.model_type == "qwen2" and model.config.tie_word_embeddings
+    assert model.config.hidden_size // model.config.num_attention_heads >= 64
+    assert sum(p.numel() for p in model.parameters()) == manifest["model"]["parameters"] < 5_000_000
+    probe = [r for r in read_jsonl(toy_world.test_jsonl) if r["src_lang"] == "toy_en"][:50]
+    hyps = greedy_translate(model, tok, probe)
+    chrf = sacrebleu.corpus_chrf(hyps, [[r["reference"] for r in probe]]).score
+    assert abs(chrf - manifest["pretrain"]["probe_chrf"]) < 1.0  # the saved model is the trained one
+    assert 25 < chrf < 95  # knows the language pair, leaves room for SFT and GRPO
+    assert manifest["pretrain"]["final_loss"] < manifest["pretrain"]["first_loss"] / 3
+    # The base was never shown the R1-T1 format: given the training prompt it does not close a think block.
+    enc = tok(render_prompt(tok, chat_messages(probe[0], "structural")), return_tensors="pt",
+              add_special_tokens=False)
+    out = model.generate(**enc, max_new_tokens=24, do_sample=False)
+    text = tok.decode(out[0, enc["input_ids"].shape[1]:])
+    assert out.shape[1] > enc["input_ids"].shape[1] and "</think>" not in text
+
+
+@pytest.mark.slow
+def test_vllm_loads_and_matches_transformers(toy_world, monkeypatch):
+    """vLLM (CPU, fp32) greedy output equals transformers' on plain prompts (~30 s engine start)."""
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from vllm import LLM, SamplingParams
+
+    probe = [r for r in read_jsonl(toy_world.test_jsonl) if r["src_lang"] == "toy_en"][:8]
+    tok = AutoTokenizer.from_pretrained(toy_world.model_dir)
+    model = AutoModelForCausalLM.from_pretrained(toy_world.model_dir, dtype=torch.float32)
+    expected = greedy_translate(model, tok, probe, batch_size=1)
+    llm = LLM(model=str(toy_world.model_dir), dtype="float32", max_model_len=512, seed=0,
+              enforce_eager=True)
+    outs = llm.generate([plain_prompt(tok, r) for r in probe], SamplingParams(temperature=0.0, max_tokens=48))
+    got = [o.outputs[0].text.strip() for o in outs]
+    assert all(o.outputs[0].finish_reason == "stop" for o in outs)  # stops at <|im_end|>
+    assert sum(g == e for g, e in zip(got, expected)) >= 7, list(zip(got, expected))
