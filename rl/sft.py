@@ -21,7 +21,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rl.config import Config, ConfigError, add_config_args, parse_cli  # noqa: E402
-from rl.runs import RunDirError, prepare_run_dir, write_resolved_config  # noqa: E402
+from rl.runs import RunDirError, prepare_run_dir, save_adapter, write_resolved_config  # noqa: E402
 
 REQUIRED_KEYS = ("src_lang", "tgt_lang", "source", "reference", "template", "completion")
 
@@ -127,7 +127,7 @@ def run_sft(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
     result = trainer.train()
     adapter_dir = run_dir / "adapter"
-    trainer.model.save_pretrained(str(adapter_dir))
+    save_adapter(trainer.model, adapter_dir)
     summary = {"train_loss": result.training_loss, "steps": result.global_step, "seconds": time.perf_counter() - start,
                "examples": len(dataset)}
     (run_dir / "sft_summary.json").write_text(json.dumps(summary, indent=2))

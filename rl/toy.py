@@ -3,11 +3,11 @@ and toy data, all built here from a seed, so the whole pipeline (SFT, GRPO with 
 vLLM, evaluation) runs for real with no model hub and no dataset hub.
 
 The language pair has real structure, so the six CoT templates have something true
-to say: Toy English is SVO with adjectives before nouns ("the big cats ate the small
-dog"); Toy Xish is SOV with adjectives after nouns, no articles, and suffixes for
-plural (-li), object (-ko) and tense (-ta past, -ru present): "miroli tasu vanako ke
-poluta". The base model is pre-trained briefly on plain translation chats (no
-reasoning), so it knows both languages a little and has never seen the
+to say: Toy English is SVO with adjectives before nouns ("the big cats quickly chased
+the dog"); Toy Xish is SOV with adjectives after nouns, no articles, and suffixes for
+plural (-li), object (-ko) and tense (-ta past, -ru present): "miro-li tasu vana-ko bise
+polu-ta". The base model is pre-trained briefly on plain translation chats (no
+reasoning), so it knows both languages partly and has never seen the
 ``<think>/<answer>`` format: SFT teaches the format, GRPO improves the translations.
 
 Everything is deterministic from ``ToyConfig.seed`` (bit-identical files on one
@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import shutil
 import tempfile
 import time
@@ -46,6 +45,7 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # pad, chat turns, eos
+PROBE_SIZE = 50  # test sentences per direction for the base model's chrF in the manifest
 FORMAT_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")  # added, not special: they survive decoding
 
 # ----------------------------------------------------------------------------- the language pair
@@ -270,21 +270,23 @@ def _meaning(s: Sentence) -> str:
     def who(p: Phrase) -> str:
         return ("several " if p.plural else "one ") + (f"{p.adj} " if p.adj else "") + (en_plural(p.noun) if p.plural else p.noun)
 
-    how = f", {s.adv}" if s.adv else ""
     what = f" {who(s.obj)}" if s.obj else ""
-    return f"{who(s.subj)} {s.verb}{what}{how}, {'in the past' if s.past else 'now'}"
+    how = f", {s.adv}" if s.adv else ""
+    return f"{who(s.subj)} {en_verb_form(s)}{what}{how}"
 
 
 def _structural(s: Sentence, src: str, lex: Lexicon) -> str:
+    """Roles of the source, each mapped to its target form, then the target order."""
+    subj = (en_phrase(s.subj), xx_phrase(s.subj, lex, False))
+    verb = (en_verb_form(s), xx_verb_form(s, lex))
+    obj = (en_phrase(s.obj), xx_phrase(s.obj, lex, True)) if s.obj else None
+    adv = (s.adv, lex.xx(s.adv)) if s.adv else None
     if src == SRC:
-        parts = [f"S: {en_phrase(s.subj)}", f"V: {en_verb_form(s)}"] + ([f"O: {en_phrase(s.obj)}"] if s.obj else [])
-        order = "Toy Xish order S O V, adjective after noun, no articles"
+        roles, k, order = [("S", subj), ("Adv", adv), ("V", verb), ("O", obj)], 0, "S O Adv V, adjective after noun"
     else:
-        parts = [f"S: {xx_phrase(s.subj, lex, False)}"] + ([f"O: {xx_phrase(s.obj, lex, True)}"] if s.obj else [])
-        parts.append(f"V: {xx_verb_form(s, lex)}")
-        order = "English order S V O, adjective before noun, add the"
-    words = ", ".join(_gloss(w, lex, src) for w in _content_words(s, src))
-    return f"{'; '.join(parts)}. Words: {words}. {order}. Grammar: {_grammar(s)}."
+        roles, k, order = [("S", subj), ("O", obj), ("Adv", adv), ("V", verb)], 1, "S Adv V O, adjective first, add the"
+    parts = "; ".join(f"{r}: {pair[k]} = {pair[1 - k]}" for r, pair in roles if pair)  # k: the source side
+    return f"{parts}. Order: {order}. Grammar: {_grammar(s)}."
 
 
 def _hierarchical(s: Sentence, src: str, lex: Lexicon) -> str:
@@ -308,7 +310,7 @@ def _hierarchical(s: Sentence, src: str, lex: Lexicon) -> str:
 
 def _triangulating(s: Sentence, src: str, lex: Lexicon) -> str:
     target = render_xx(s, lex) if src == SRC else render_en(s)
-    return f"Pivot gloss: {_interlinear(s)}. Check: matches the source. Target: {target}. Compare: same meaning."
+    return f"Pivot gloss: {_interlinear(s)}. Check: matches the source. Target: {target}."
 
 
 def _back_translation(s: Sentence, src: str, lex: Lexicon, rng: random.Random) -> str:
@@ -338,12 +340,12 @@ def _explanation(s: Sentence, src: str, lex: Lexicon) -> str:
 def _context_aware(s: Sentence, src: str, lex: Lexicon, prev: Sentence | None) -> str:
     words = ", ".join(_gloss(w, lex, src) for w in _content_words(s, src))
     if prev is None:
-        ctx = "none given, translate the sentence alone"
+        ctx = "none"
     elif prev.obj and prev.obj.noun == s.subj.noun:
         ctx = f"{_gloss(s.subj.noun, lex, src)} was the object before, now the subject"
     else:
         ctx = "no shared referent"
-    return f"Context: {ctx}. Words: {words}. Grammar: {_grammar(s)}. Check: consistent with the context."
+    return f"Context: {ctx}. Words: {words}. Grammar: {_grammar(s)}. Check: consistent."
 
 
 def make_think(template: str, s: Sentence, src: str, lex: Lexicon, prev: Sentence | None, rng: random.Random) -> str:
@@ -390,7 +392,7 @@ def make_cot_records(records: list[dict], sentences: list[tuple[Sentence, Senten
         rng = random.Random(f"{seed}:{rec['id']}:think")
         think = make_think(template.name, s, rec["src_lang"], lex, prev, rng)
         out.append({**rec, "template": template.name,
-                    "completion": f"<think>{think}</think><answer>{rec['reference']}</answer>"})
+                    "completion": render_completion(think, rec["reference"], think_prefill=False)})
     return out
 
 
@@ -417,42 +419,37 @@ def plain_prompt(tokenizer, rec: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- tokenizer
-def inflection_pattern(lex: Lexicon) -> str:
-    """A regex matching the suffix of every inflected Toy English form ("cat|s", "fear|ed").
+def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path):
+    """Train a byte-level BPE on ``texts``, save it to ``out_dir`` and load it back with
+    ``AutoTokenizer``, which is what every later user (TRL, vLLM) will get.
 
-    The tokenizer isolates these suffixes before byte-level BPE, so "cats" encodes as
-    "Ġcat" "s": one token per lemma and per suffix, like the hyphenated Toy Xish
-    suffixes. Whole-form tokens would make a tiny model learn every form separately."""
-    forms = {en_plural(n): n for n in lex.nouns}
-    for verb in [*lex.verbs_t, *lex.verbs_i]:
-        forms |= {en_verb(verb, True, False): verb, en_verb(verb, False, True): verb}
-    parts = []
-    for form, lemma in sorted(forms.items()):
-        cut = next((i for i, (a, b) in enumerate(zip(form, lemma)) if a != b), len(lemma))
-        parts.append(rf"(?<=\b{form[:cut]}){form[cut:]}\b")
-    return "|".join(parts)
-
-
-def train_tokenizer(texts: list[str], vocab_size: int, lex: Lexicon):
-    """Byte-level BPE (decode(encode(x)) == x) wrapped with Qwen-style chat tokens."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    transformers rebuilds any qwen2 checkpoint's tokenizer as ``Qwen2Tokenizer`` from
+    vocab + merges, with Qwen's NFC normalizer and pre-tokenizer regex; training with
+    exactly those pieces is what makes the saved tokenizer encode like the trained one.
+    Qwen's regex keeps "-li" (an Xish suffix) as one pre-token, so suffixes get their
+    own tokens. ``<think>``-style tags are added tokens that are not special, so they
+    survive ``skip_special_tokens`` decoding."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
     tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(inflection_pattern(lex)), "isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False),
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=list(SPECIAL_TOKENS),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in FORMAT_TOKENS])
-    return PreTrainedTokenizerFast(
+    PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         additional_special_tokens=["<|im_start|>", "<|im_end|>"], chat_template=CHAT_TEMPLATE,
-        clean_up_tokenization_spaces=False, model_max_length=1024, padding_side="left",
-    )
+        clean_up_tokenization_spaces=False, model_max_length=1024,
+    ).save_pretrained(out_dir)
+    return AutoTokenizer.from_pretrained(out_dir)
 
 
 # ----------------------------------------------------------------------------- model
@@ -494,7 +491,7 @@ def pretrain(model, tokenizer, records: list[dict], cfg: ToyConfig, progress: bo
     model.set_attn_implementation("eager")  # ~10% faster than sdpa at these sizes on a CPU
     model.train()
     losses, order = [], []
-    bar = tqdm(range(cfg.pretrain_steps), desc="toy pre-training", disable=not progress, leave=False)
+    bar = tqdm(range(cfg.pretrain_steps), desc="toy pre-training", disable=not progress, leave=False, mininterval=1.0)
     for _ in bar:
         if len(order) < cfg.pretrain_batch_size:
             order += rng.sample(range(len(examples)), len(examples))
@@ -528,15 +525,18 @@ def greedy_translate(model, tokenizer, records: list[dict], max_new_tokens: int 
     """The base model's direct translations (plain prompt, greedy), for the manifest's chrF."""
     import torch
 
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
     out = []
-    tokenizer.padding_side = "left"
-    for i in range(0, len(records), batch_size):
-        chunk = records[i: i + batch_size]
-        prompts = [plain_prompt(tokenizer, r) for r in chunk]
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
-        out += [t.strip() for t in tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+    try:
+        for i in range(0, len(records), batch_size):
+            prompts = [plain_prompt(tokenizer, r) for r in records[i: i + batch_size]]
+            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            with torch.no_grad():
+                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
+            new = gen[:, enc["input_ids"].shape[1]:]
+            out += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = side
     return out
 
 
@@ -616,18 +616,19 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
     for rec in train[:: max(1, len(train) // 500)]:
         for name in [None, *templates]:
             texts += [m["content"] for m in chat_messages(rec, name)]
-    tokenizer = train_tokenizer(texts, cfg.tokenizer_vocab, lex)
+    model_dir = out / "model"
+    tokenizer = train_tokenizer(texts, cfg.tokenizer_vocab, model_dir)
 
     with _single_thread():
         model = make_model(cfg, tokenizer)
         losses = pretrain(model, tokenizer, train, cfg, progress)
-        probe = [r for r in test if r["src_lang"] == SRC][:50]
-        hyps = greedy_translate(model, tokenizer, probe)
-    chrf = sacrebleu.corpus_chrf(hyps, [[r["reference"] for r in probe]]).score
+        chrf = {}
+        for src, tgt in DIRECTIONS:  # how well the base translates, for the manifest
+            probe = [r for r in test if r["src_lang"] == src][:PROBE_SIZE]
+            hyps = greedy_translate(model, tokenizer, probe)
+            chrf[f"{src}-{tgt}"] = round(sacrebleu.corpus_chrf(hyps, [[r["reference"] for r in probe]]).score, 2)
 
-    model_dir = out / "model"
     model.save_pretrained(model_dir, safe_serialization=True)
-    tokenizer.save_pretrained(model_dir)
     _write_jsonl(out / "train.jsonl", train)
     _write_jsonl(out / "test.jsonl", test)
     _write_jsonl(out / "cot_sft.jsonl", cot)
@@ -650,8 +651,8 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
                   "hidden_size": cfg.hidden_size, "layers": cfg.num_layers, "heads": cfg.num_heads},
         "pretrain": {"steps": cfg.pretrain_steps, "first_loss": round(losses[0], 4) if losses else None,
                      "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4) if losses else None,
-                     "probe": f"greedy, plain prompt, first {len(probe)} {SRC}-{TGT} test sentences",
-                     "probe_chrf": round(chrf, 2)},
+                     "probe": f"chrF, greedy, plain prompt, the first {PROBE_SIZE} test sentences per direction",
+                     "probe_chrf": chrf},
         "files": files,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
@@ -692,6 +693,7 @@ def build_toy_world(cfg: ToyConfig | None = None, root: str | Path | None = None
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same world
         if not (final / "manifest.json").is_file():
             tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-", dir=cache))
+            tmp.chmod(0o755)  # mkdtemp makes it private; the world is meant to be shared
             try:
                 start = time.perf_counter()
                 _build(cfg, tmp, progress)

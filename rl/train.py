@@ -60,10 +60,27 @@ def main(argv: list[str] | None = None) -> int:
 
     from rl.grpo import train
 
-    summary = train(cfg, run_dir, resume=args.resume)
+    try:
+        summary = train(cfg, run_dir, resume=args.resume)
+    except Exception as exc:
+        if not isinstance(exc, _user_errors()):
+            raise
+        print(f"error: {exc}", file=sys.stderr)  # bad input: a clear message, no traceback
+        return 2
     if is_main:
         print(summary)
     return 0
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from rewards import RewardSpecError
+    from rl.data import DataError
+    from rl.languages import UnknownLanguageError
+    from rl.prompts import TemplateError
+    from rl.rollout import AdapterError
+
+    return (ConfigError, RunDirError, RewardSpecError, DataError, UnknownLanguageError, TemplateError, AdapterError)
+
 
 
 if __name__ == "__main__":

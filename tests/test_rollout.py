@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from helpers_models import build_tiny_qwen2, save_random_lora
+from helpers_models import build_random_qwen2, build_tiny_qwen2, save_random_lora
 from rl.config import LoraSettings, RolloutConfig, SamplingConfig
 from rl.rollout import AdapterError, make_rollout_engine
 
@@ -114,6 +114,7 @@ def test_on_policy_logprobs_match_peft_and_stale_policy_is_detected(pool, tiny_m
     model_a, model_b = peft_model(tiny_model, adapters["a"]), peft_model(tiny_model, adapters["b"])
 
     pool.set_adapter(adapters["a"], version=1)
+    assert all(info["lora_fast_path"] for info in pool.worker_info())  # rl/rollout/vllm_cpu_lora.py is what we test
     results = pool.generate(prompts, sampling)
     got, want = reference_logprobs(model_a, results, sampling.temperature)
     diff = (got - want).abs().max().item()
@@ -131,6 +132,33 @@ def test_on_policy_logprobs_match_peft_and_stale_policy_is_detected(pool, tiny_m
     results = pool.generate(prompts, sampling)
     got, want = reference_logprobs(model_b, results, sampling.temperature)
     assert (got - want).abs().max().item() < LOGPROB_TOL
+
+
+def test_cpu_lora_fast_path_computes_what_vllm_ops_compute():
+    from vllm.lora.ops.torch_ops import lora_ops
+
+    from rl.rollout.vllm_cpu_lora import install
+
+    assert install()
+    slow_shrink, slow_expand, slow_slice = lora_ops._r1t1_vllm_ops
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 32, generator=gen)
+    a = torch.randn(2, 1, 8, 32, generator=gen)  # (slots, 1, rank, in)
+    b = torch.randn(2, 1, 48, 8, generator=gen)  # (slots, 1, out, rank)
+    for idx in (torch.ones(6, dtype=torch.long), torch.tensor([0, 1, 1, 0, -1, 1])):  # one adapter; mixed
+        fast_y, slow_y = torch.zeros(6, 8), torch.zeros(6, 8)
+        lora_ops.bgmv_shrink(x, a, fast_y, idx, 0.5)
+        slow_shrink(x, a, slow_y, idx, 0.5)
+        assert torch.allclose(fast_y, slow_y, atol=1e-5)
+        base = torch.randn(6, 64, generator=gen)
+        fast_o, slow_o = base.clone(), base.clone()
+        lora_ops.bgmv_expand(fast_y, b, fast_o, idx, True)
+        slow_expand(slow_y, b, slow_o, idx, True)
+        assert torch.allclose(fast_o, slow_o, atol=1e-5)
+        fast_s, slow_s = base.clone(), base.clone()
+        lora_ops.bgmv_expand_slice(fast_y, b, fast_s, idx, 8, 48, True)
+        slow_slice(slow_y, b, slow_s, idx, 8, 48, True)
+        assert torch.allclose(fast_s, slow_s, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- sampling behaviour
@@ -215,8 +243,6 @@ def _bad_adapters(root, tiny_model, adapters, other_model) -> dict:
 
 @pytest.fixture(scope="session")
 def bad_adapters(tmp_path_factory, tiny_model, adapters):
-    from rl.bench_rollout import build_random_qwen2
-
     root = tmp_path_factory.mktemp("bad_adapters")
     other = build_random_qwen2(root / "other_model", hidden_size=256, num_layers=2, num_heads=4, num_kv_heads=4,
                                intermediate_size=384, vocab_size=512)
@@ -345,3 +371,11 @@ def test_too_many_failures_raise_instead_of_hanging(pool, ray_cluster, adapters,
     results = pool.generate(prompts, BIG)
     assert len(results) == len(prompts)
     assert [i["adapter_version"] for i in pool.worker_info()] == [1, 1]
+
+
+def test_only_the_ray_pool_can_be_shared_by_learner_processes(tiny_model, monkeypatch):
+    from rl.rollout import connect_rollout_engine
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="cannot be shared"):
+        connect_rollout_engine(str(tiny_model), dataclasses.replace(ROLLOUT, backend="vllm"), None, create=True)

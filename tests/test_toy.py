@@ -112,14 +112,16 @@ def test_reasoning_is_true_to_the_grammar():
     prev = Sentence(Phrase("box", False, None), "chase", False, Phrase("cat", False, None), None)
     rng = random.Random(0)
     think = {t: make_think(t, s, "toy_en", LEX, prev, rng) for t in TEMPLATE_NAMES}
-    assert "cat = miro" in think["structural"] and "O V" in think["structural"]
+    assert think["structural"].startswith("S: the big cats = miro-li tasu; V: chased = polu-ta; O: the dog = vana-ko.")
+    assert "Order: S O Adv V" in think["structural"]
     assert "Refine: the big cats = miro-li tasu" in think["hierarchical"]
     assert "Pivot gloss: cat-PL big dog-OBJ chase-PAST" in think["triangulating"]
     assert "miro-li tasu vana-ko polu-ta" in think["back_translation"]
     assert "cat = miro was the object before" in think["context_aware"]
-    assert "several big cats chase one dog" in think["explanation"]
+    assert "Meaning: several big cats chased one dog." in think["explanation"]
     back = make_think("structural", s, "toy_xx", LEX, None, rng)
-    assert "miro = cat" in back and "S V O" in back
+    assert back.startswith("S: miro-li tasu = the big cats; O: vana-ko = the dog; V: polu-ta = chased.")
+    assert "Order: S Adv V O" in back
     for _ in range(20):  # a flawed draft is always caught and fixed to the reference
         bt = make_think("back_translation", s, "toy_en", LEX, None, rng)
         assert bt.endswith("Keep the draft.") or bt.endswith("Fix: miro-li tasu vana-ko polu-ta.")
@@ -166,8 +168,9 @@ def test_tokenizer_round_trips_and_knows_the_chat_format(toy_world):
     assert tok.decode(ids, skip_special_tokens=True) == "<think>a</think><answer>b</answer>"  # tags survive
     assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
     assert 500 < len(tok) <= 4000
-    # Morphology is visible: lemma and suffix are separate tokens in both languages.
-    assert tok.tokenize(" cats")[-1] == "s" and tok.tokenize(" miro-li")[-2:] == ["-", "li"]
+    # Toy Xish morphology is visible to the model: every suffix is a token of its own.
+    for suffix in ("-li", "-ko", "-ta", "-ru"):
+        assert tok.tokenize(f" zuzuzu{suffix}")[-1] == suffix
 
     # The SFT example is exactly what training renders: prompt with <think> prefilled + completion.
     c = next(c for c in cot if c.get("context"))
@@ -192,7 +195,7 @@ def test_transformers_loads_and_the_base_translates_imperfectly(toy_world):
     probe = [r for r in read_jsonl(toy_world.test_jsonl) if r["src_lang"] == "toy_en"][:50]
     hyps = greedy_translate(model, tok, probe)
     chrf = sacrebleu.corpus_chrf(hyps, [[r["reference"] for r in probe]]).score
-    assert abs(chrf - manifest["pretrain"]["probe_chrf"]) < 1.0  # the saved model is the trained one
+    assert abs(chrf - manifest["pretrain"]["probe_chrf"]["toy_en-toy_xx"]) < 1.0  # the saved model is the trained one
     assert 25 < chrf < 95  # knows the language pair, leaves room for SFT and GRPO
     assert manifest["pretrain"]["final_loss"] < manifest["pretrain"]["first_loss"] / 3
     # The base was never shown the R1-T1 format: given the training prompt it does not close a think block.

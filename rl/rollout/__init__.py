@@ -35,7 +35,7 @@ def check_rollout_config(rollout: RolloutConfig, lora: LoraSettings | None) -> N
         raise ValueError(f"lora.r={lora.r} exceeds rollout.max_lora_rank={rollout.max_lora_rank}")
     if rollout.num_workers < 1 or rollout.max_failures < 0:
         raise ValueError("rollout.num_workers must be >= 1 and rollout.max_failures >= 0")
-    if rollout.dtype == "bfloat16" and not _has_gpu() and not _cpu_has_bf16():
+    if rollout.dtype == "bfloat16" and not _has_gpu() and not cpu_has_native_bf16():
         log.warning("rollout.dtype=bfloat16 on a CPU without native bf16 (no avx512_bf16/amx): matmuls are "
                     "emulated and several times slower than float32; consider --rollout.dtype float32")
 
@@ -87,7 +87,7 @@ def _has_gpu() -> bool:
         return False
 
 
-def _cpu_has_bf16() -> bool:
+def cpu_has_native_bf16() -> bool:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             flags = next((line for line in f if line.startswith("flags")), "")

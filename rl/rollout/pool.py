@@ -24,7 +24,7 @@ from typing import Sequence
 
 from rl.config import LoraSettings, RolloutConfig, SamplingConfig
 from rl.rollout.base import (
-    PromptResult, check_adapter, check_sampling, read_adapter_files, request_seeds, tokenize_prompts,
+    AdapterError, PromptResult, check_adapter, check_sampling, read_adapter_files, request_seeds, tokenize_prompts,
 )
 from rl.rollout.vllm_engine import VLLMEngine
 
@@ -65,7 +65,7 @@ class RolloutWorker(VLLMEngine):
                 self.activate(version)
 
     def ready(self) -> dict:
-        return {"pid": os.getpid(), "adapter_version": self.adapter_version}
+        return {"pid": os.getpid(), "adapter_version": self.adapter_version, "lora_fast_path": self.lora_fast_path}
 
     def generate_ids(self, prompt_ids, sampling, seeds):
         from vllm.v1.engine.exceptions import EngineDeadError
@@ -110,6 +110,10 @@ def actor_env(rollout: RolloutConfig) -> dict[str, str]:
     env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # the engine runs inside the actor process
            "VLLM_CPU_KVCACHE_SPACE": str(rollout.cpu_kv_cache_gb),
            "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}
+    from rl.rollout.vllm_cpu_lora import SWITCH
+
+    if SWITCH in os.environ:
+        env[SWITCH] = os.environ[SWITCH]
     if rollout.gpus_per_worker == 0:
         env["OMP_NUM_THREADS"] = str(max(1, int(rollout.cpus_per_worker)))
     return env
@@ -131,7 +135,6 @@ class RolloutPool:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         _check_resources(rollout)
         self._version: int | None = None
-        self._files_ref = None
         self.store = ray.remote(AdapterStore).options(
             name=f"{self.name}-store", namespace=NAMESPACE, num_cpus=0).remote()
         worker_cls = ray.remote(RolloutWorker)
@@ -155,10 +158,11 @@ class RolloutPool:
         self = cls.__new__(cls)
         self.rollout, self.model_path, self.name = rollout, str(model_path), name
         deadline = time.monotonic() + timeout_s
+        self._owns_ray = False
         while True:
             try:
-                self._owns_ray = _init_ray(rollout, address=rollout.ray_address or os.environ.get("RAY_ADDRESS")
-                                           or "auto")
+                self._owns_ray |= _init_ray(rollout, address=rollout.ray_address or os.environ.get("RAY_ADDRESS")
+                                            or "auto")
                 self.store = ray.get_actor(f"{name}-store", namespace=NAMESPACE)
                 self.workers = [ray.get_actor(f"{name}-worker-{i}", namespace=NAMESPACE)
                                 for i in range(rollout.num_workers)]
@@ -169,7 +173,7 @@ class RolloutPool:
                 time.sleep(2.0)
         self._owner = False
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        self._version, self._files_ref = None, None
+        self._version = None
         self._wait_ready(range(len(self.workers)))
         return self
 
@@ -214,17 +218,17 @@ class RolloutPool:
         check_adapter(adapter_dir, self.rollout.max_lora_rank, self.model_path)
         files_ref = ray.put(read_adapter_files(adapter_dir))
         try:
-            ray.get([w.stage.remote(files_ref, version) for w in self.workers])
+            self._on_all("stage", files_ref, version)
         except ray.exceptions.RayTaskError as exc:  # vLLM refused it: nobody switched
-            ray.get([w.discard.remote(version) for w in self.workers])
-            raise RuntimeError(f"adapter {adapter_dir} (version {version}) failed to load: {exc}") from exc
+            self._on_all("discard", version)
+            raise AdapterError(f"{adapter_dir}: vLLM could not load this adapter: {exc}") from exc
         ray.get(self.store.set.remote(version, files_ref))
-        self._version, self._files_ref = version, files_ref
+        self._version = version
         self._on_all("ensure", files_ref, version)
 
     def clear_adapter(self) -> None:
         _ray().get(self.store.set.remote(None, None))
-        self._version, self._files_ref = None, None
+        self._version = None
         self._on_all("ensure", None, None)
 
     def _on_all(self, method: str, *args) -> list:

