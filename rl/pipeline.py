@@ -50,9 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         if adapter is None:
             continue
         out = evals / label
-        evaluate_main([*common, "--adapter", adapter, "--out", str(out), *passthrough])
+        if evaluate_main([*common, "--adapter", adapter, "--out", str(out), *passthrough]) != 0:
+            return 2
         results.append(str(out))
-    compare_main([*results, "--out", str(evals / "compare")])
+    if compare_main([*results, "--out", str(evals / "compare")]) != 0:
+        return 2
     print(f"\n[pipeline] finished in {time.perf_counter() - start:.0f}s")
     print(f"  run        {run_dir}")
     print(f"  plots      {run_dir / 'plots'}")

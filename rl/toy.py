@@ -45,6 +45,7 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # pad, chat turns, eos
+CONTEXT_LOSS_WEIGHT = 0.5  # pre-training loss weight of prompt and textbook tokens (answers: 1)
 PROBE_SIZE = 50  # test sentences per direction for the base model's chrF in the manifest
 FORMAT_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")  # added, not special: they survive decoding
 
@@ -365,6 +366,30 @@ def make_think(template: str, s: Sentence, src: str, lex: Lexicon, prev: Sentenc
     raise ValueError(f"toy world: no toy reasoning for template '{template}'")
 
 
+# ----------------------------------------------------------------------------- textbook
+def make_textbook(lex: Lexicon, rng: random.Random, count: int) -> list[str]:
+    """Monolingual pre-training text about the pair: glossary lines and the grammar rules.
+
+    A real base model has read dictionaries and grammar books, not only parallel
+    text; without this, a base that only ever emitted translations has to learn every
+    word of a reasoning from scratch during SFT (LoRA SFT then stalls)."""
+    grammar = (f"Toy Xish grammar: word order S O Adv V, adjective after noun, no articles. "
+               f"Suffixes: plural {PLURAL}, object {OBJECT}, past {PAST}, present {PRESENT}. "
+               f"Toy English grammar: word order S Adv V O, adjective first, the before nouns.")
+    entries = [(en, lex.xx(en)) for table in dataclasses.astuple(lex) for en in table]
+    docs = []
+    for i in range(count):
+        if i % 8 == 0:
+            docs.append(grammar)
+            continue
+        pick = rng.sample(entries, 6)
+        if rng.random() < 0.5:
+            docs.append("Toy English to Toy Xish glossary: " + ", ".join(f"{e} = {x}" for e, x in pick) + ".")
+        else:
+            docs.append("Toy Xish to Toy English glossary: " + ", ".join(f"{x} = {e}" for e, x in pick) + ".")
+    return docs
+
+
 # ----------------------------------------------------------------------------- records
 def make_records(split: str, docs: list[list[Sentence]], lex: Lexicon) -> list[dict]:
     """rl/data.py JSONL records, both directions per sentence; ``context`` = previous sentence."""
@@ -470,11 +495,12 @@ def make_model(cfg: ToyConfig, tokenizer):
     return model
 
 
-def pretrain(model, tokenizer, records: list[dict], cfg: ToyConfig, progress: bool) -> list[float]:
-    """Full-weight AdamW on plain translation chats, loss on the answer only.
+def pretrain(model, tokenizer, records: list[dict], textbook: list[str], cfg: ToyConfig, progress: bool) -> list[float]:
+    """Full-weight AdamW, next-token loss on plain translation chats and textbook text.
 
-    Logits are computed only where there is a label: the LM head is most of this
-    tiny model's cost, and the prompt tokens carry no loss."""
+    The answer of a chat carries weight 1; every other token (the prompt, the textbook)
+    carries ``CONTEXT_LOSS_WEIGHT``, so the base also models the languages and the
+    instruction words it will later have to reason with. No chat shows the R1-T1 format."""
     import torch
     import torch.nn.functional as F
     from tqdm.auto import tqdm
@@ -482,7 +508,8 @@ def pretrain(model, tokenizer, records: list[dict], cfg: ToyConfig, progress: bo
     eos = tokenizer.eos_token_id
     prompts = tokenizer([plain_prompt(tokenizer, r) for r in records], add_special_tokens=False)["input_ids"]
     answers = tokenizer([r["reference"] for r in records], add_special_tokens=False)["input_ids"]
-    examples = [(p, a + [eos]) for p, a in zip(prompts, answers)]
+    examples = [(p + a + [eos], len(p)) for p, a in zip(prompts, answers)]
+    examples += [(ids + [eos], len(ids) + 1) for ids in tokenizer(textbook, add_special_tokens=False)["input_ids"]]
     rng = random.Random(f"{cfg.seed}:pretrain")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, cfg.pretrain_steps // 20)
@@ -497,25 +524,30 @@ def pretrain(model, tokenizer, records: list[dict], cfg: ToyConfig, progress: bo
             order += rng.sample(range(len(examples)), len(examples))
         batch = [examples[j] for j in order[: cfg.pretrain_batch_size]]
         del order[: cfg.pretrain_batch_size]
-        width = max(len(p) + len(a) for p, a in batch)
+        width = max(len(ids) for ids, _ in batch)
         ids = torch.full((len(batch), width), tokenizer.pad_token_id)
         targets = torch.full((len(batch), width), -100)  # targets[t] is the token after position t
+        is_answer = torch.zeros((len(batch), width), dtype=torch.bool)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (p, a) in enumerate(batch):
-            n = len(p) + len(a)
-            ids[row, :n] = torch.tensor(p + a)
-            targets[row, len(p) - 1: n - 1] = torch.tensor(a)
+        for row, (seq, answer_start) in enumerate(batch):
+            n = len(seq)
+            ids[row, :n] = torch.tensor(seq)
+            targets[row, : n - 1] = torch.tensor(seq[1:])
+            is_answer[row, answer_start - 1: n - 1] = True
             mask[row, :n] = 1
         hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        keep = targets != -100
-        loss = F.cross_entropy(model.lm_head(hidden[keep]), targets[keep])
+        logits = model.lm_head(hidden[targets != -100])
+        token_loss = F.cross_entropy(logits, targets[targets != -100], reduction="none")
+        answer = is_answer[targets != -100]
+        loss = sum(w * part.mean() for w, part in ((1.0, token_loss[answer]), (CONTEXT_LOSS_WEIGHT, token_loss[~answer]))
+                   if part.numel())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        losses.append(token_loss[answer].mean().item() if answer.any() else losses[-1] if losses else float("nan"))
+        bar.set_postfix(answer_loss=f"{losses[-1]:.3f}")
     model.set_attn_implementation("sdpa")
     model.eval()
     return losses
@@ -612,7 +644,7 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
 
     # The tokenizer learns every text the pipeline will show it: sentences, both prompt styles, CoTs.
     templates = _templates()
-    texts = [r["source"] for r in train] + [c["completion"] for c in cot]
+    texts = [r["source"] for r in train] + [c["completion"] for c in cot] + make_textbook(lex, random.Random(0), 200)
     for rec in train[:: max(1, len(train) // 500)]:
         for name in [None, *templates]:
             texts += [m["content"] for m in chat_messages(rec, name)]
@@ -621,7 +653,8 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
 
     with _single_thread():
         model = make_model(cfg, tokenizer)
-        losses = pretrain(model, tokenizer, train, cfg, progress)
+        textbook = make_textbook(lex, random.Random(f"{cfg.seed}:textbook"), len(train) // 4)
+        losses = pretrain(model, tokenizer, train, textbook, cfg, progress)
         chrf = {}
         for src, tgt in DIRECTIONS:  # how well the base translates, for the manifest
             probe = [r for r in test if r["src_lang"] == src][:PROBE_SIZE]

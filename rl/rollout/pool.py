@@ -53,11 +53,14 @@ class RolloutWorker(VLLMEngine):
 
     def __init__(self, model_path: str, rollout: RolloutConfig, lora: LoraSettings | None, seed: int,
                  store_name: str | None = None):
-        super().__init__(model_path, rollout, lora, seed)
-        self._dir = Path(tempfile.mkdtemp(prefix="rollout-adapters-"))
-        if store_name is not None:  # after a restart the store holds the current policy
-            import ray
+        import ray
 
+        super().__init__(model_path, rollout, lora, seed)
+        name = ray.get_runtime_context().get_actor_name()  # stable across restarts: reuse and wipe
+        self._dir = Path(tempfile.gettempdir()) / f"{name}-adapters" if name else Path(tempfile.mkdtemp())
+        shutil.rmtree(self._dir, ignore_errors=True)
+        self._dir.mkdir(parents=True)
+        if store_name is not None:  # after a restart the store holds the current policy
             store = ray.get_actor(store_name, namespace=NAMESPACE)
             version, files = ray.get(store.get.remote())
             if version is not None:
