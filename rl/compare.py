@@ -66,7 +66,10 @@ def describe(results: dict) -> dict[str, Any]:
     """What distinguishes an evaluation: the adapter's training config, flattened, plus
     the evaluation's own model, adapter presence and decoding."""
     s = results["settings"]
-    desc = {"model": s.get("model"), "adapter": "lora" if s.get("adapter") else "none"}
+    model = s.get("model_dir") or s.get("model")
+    if model and Path(model).exists():  # one model spelled two ways is one model; label it by its last parts
+        model = "/".join(Path(model).resolve().parts[-2:])
+    desc = {"model": model, "adapter": "lora" if s.get("adapter") else "none"}
     desc.update({f"decoding.{k}": v for k, v in (s.get("decoding") or {}).items()})
     desc.update({"eval.split": s.get("split"), "eval.limit": s.get("limit")})
     for key, value in _flatten(results.get("run_config") or {}).items():

@@ -461,25 +461,32 @@ def default_out(cfg: Config, run_dir: Path | None) -> Path:
     return Path(cfg.output_dir) / "eval" / Path(cfg.model.name_or_path.rstrip("/")).name
 
 
-def evaluate(
-    cfg: Config,
-    adapter: str | Path | None = None,
-    out: str | Path | None = None,
-    *,
-    baseline: str | Path | None = None,
-    engine: Any = None,
-    progress: bool = True,
-) -> dict:
-    """Evaluate ``cfg.model`` (+ ``adapter``: an adapter dir or a run dir) on ``cfg.eval``;
-    writes results.{json,csv,md}, outputs/, generations/ and plots/ under ``out`` and
-    returns the results dict. ``engine`` reuses a running rollout engine (not shut down)."""
-    from tqdm.auto import tqdm
+@dataclasses.dataclass
+class Plan:
+    """Everything an evaluation needs, checked before any engine starts."""
+
+    model_dir: str
+    adapter_dir: Path | None
+    adapter_info: dict | None
+    run_dir: Path | None
+    run_config: dict | None
+    seen: set[str] | None
+    sampling: SamplingConfig
+    examples: dict[tuple[str, str], list[Example]]
+    templates_used: dict[tuple[str, str], list[str | None]]
+    token_ids: dict[tuple[str, str], list[list[int]]]
+    hashes: dict[tuple[str, str], str]  # per direction: every setting that shapes its generations
+    settings: dict[str, Any]
+
+
+def plan(cfg: Config, adapter: str | Path | None = None) -> Plan:
+    """Resolve and check the inputs (languages, files, alignment, adapter vs model,
+    prompt lengths) and build every prompt exactly as training does."""
     from transformers import AutoTokenizer
 
     from rl import inputs
     from rl.prompts import load_templates, prompt_for_example
 
-    # 1. Inputs, all checked before any engine starts.
     adapter_dir, run_dir, run_config = None, None, None
     if adapter is not None:
         adapter_dir, run_dir = resolve_adapter(adapter)
@@ -487,33 +494,25 @@ def evaluate(
             import yaml
 
             run_config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    by_dir = load_directions(cfg)
+    examples = load_directions(cfg)
     model_dir = inputs.model_path(cfg)
     adapter_info = check_adapter(adapter_dir, model_dir, cfg.model.trust_remote_code) if adapter_dir else None
-    if baseline is not None and not (Path(baseline) / "results.json").is_file():
-        raise EvalError(f"--baseline {baseline}: no results.json there")
     seen = seen_languages(run_config)
-    comet_skip = comet_check(cfg.eval.comet_model)
-    if comet_skip:
-        print(f"[eval] notice: COMET will be skipped: {comet_skip}")
     sampling = decoding(cfg)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.model.trust_remote_code)
     templates = load_templates(cfg.prompt.templates_dir)
-    prompts: dict[tuple[str, str], list[tuple[str, str | None]]] = {
-        d: [prompt_for_example(ex, tokenizer, cfg.prompt, templates, seed=cfg.seed) for ex in exs]
-        for d, exs in by_dir.items()
-    }
+    prompts = {d: [prompt_for_example(ex, tokenizer, cfg.prompt, templates, seed=cfg.seed) for ex in exs]
+               for d, exs in examples.items()}
     token_ids = {d: [tokenizer(p, add_special_tokens=False)["input_ids"] for p, _ in ps] for d, ps in prompts.items()}
     limit = cfg.rollout.max_model_len
     for d, ids in token_ids.items():
         longest = max(range(len(ids)), key=lambda i: len(ids[i]))
         if len(ids[longest]) + sampling.max_tokens > limit:
             raise EvalError(
-                f"{direction_name(*d)}: the prompt of {by_dir[d][longest].id} has {len(ids[longest])} tokens; "
+                f"{direction_name(*d)}: the prompt of {examples[d][longest].id} has {len(ids[longest])} tokens; "
                 f"with max_tokens {sampling.max_tokens} it exceeds rollout.max_model_len {limit} "
                 "(raise --rollout.max_model_len or lower --max-tokens)"
             )
-
     settings = {
         "model": cfg.model.name_or_path,
         "model_dir": str(model_dir),
@@ -524,7 +523,7 @@ def evaluate(
         "data_dir": cfg.eval.data_dir,
         "split": cfg.eval.split,
         "limit": cfg.eval.limit,
-        "directions": [direction_name(*d) for d in by_dir],
+        "directions": [direction_name(*d) for d in examples],
         "decoding": dataclasses.asdict(sampling),
         "prompt": dataclasses.asdict(cfg.prompt),
         "backend": cfg.rollout.backend,
@@ -538,80 +537,118 @@ def evaluate(
         "adapter": _fingerprint(adapter_dir, content=True) if adapter_dir else None,
         "decoding": settings["decoding"], "backend": settings["backend"], "dtype": settings["rollout_dtype"],
     }
-    hashes = {d: _hash({**identity, "prompts": _hash([p for p, _ in prompts[d]])}) for d in by_dir}
+    settings["adapter_fingerprint"] = identity["adapter"]
+    hashes = {d: _hash({**identity, "prompts": _hash([p for p, _ in prompts[d]])}) for d in examples}
     settings["settings_hash"] = _hash(sorted(hashes.values()))
+    return Plan(str(model_dir), adapter_dir, adapter_info, run_dir, run_config, seen, sampling, examples,
+                {d: [t for _, t in ps] for d, ps in prompts.items()}, token_ids, hashes, settings)
 
-    # 2. Generation, resumable per direction.
-    out = Path(out) if out is not None else default_out(cfg, run_dir)
-    out.mkdir(parents=True, exist_ok=True)
+
+def generate(cfg: Config, p: Plan, out: Path, engine: Any = None, progress: bool = True):
+    """Generations per direction, from the cache where the settings hash matches, else
+    from the engine (ours, or the one given); each direction is cached when it finishes.
+    Returns ({direction: records}, {direction: seconds, None when cached})."""
+    from tqdm.auto import tqdm
+
     records: dict[tuple[str, str], list[dict]] = {}
     timing: dict[tuple[str, str], float | None] = {}
-    for d, exs in by_dir.items():
-        cached = read_cache(_cache_path(out, d), hashes[d], [ex.id for ex in exs])
+    for d, exs in p.examples.items():
+        cached = read_cache(_cache_path(out, d), p.hashes[d], [ex.id for ex in exs])
         if cached is not None:
             records[d], timing[d] = cached, None
             print(f"[eval] {direction_name(*d)}: {len(cached)} generations from the cache")
-    todo = [d for d in by_dir if d not in records]
-    own_engine = engine is None and bool(todo)
-    if todo:
+    todo = [d for d in p.examples if d not in records]
+    if not todo:
+        return records, timing
+    own_engine = engine is None
+    if own_engine:
+        from rl.rollout import make_rollout_engine
+        from rl.rollout.base import VLLM_MAX_LORA_RANKS
+
+        rollout = cfg.rollout
+        rank = (p.adapter_info or {}).get("r") or 0
+        if rank > rollout.max_lora_rank:  # the engine must hold this adapter: the next rank vLLM accepts
+            fits = [r for r in VLLM_MAX_LORA_RANKS if r >= rank]
+            rollout = dataclasses.replace(rollout, max_lora_rank=fits[0] if fits else rank)
+        engine = make_rollout_engine(p.model_dir, rollout, None, seed=cfg.seed)
+    try:
+        if p.adapter_dir is not None:  # a version id from the adapter's bytes: a changed adapter is reloaded
+            engine.set_adapter(str(p.adapter_dir), int(p.settings["adapter_fingerprint"][:7], 16))
+        else:
+            engine.clear_adapter()
+        bar = tqdm(total=sum(len(p.examples[d]) for d in todo), unit="sent", disable=not progress)
+        for i, d in enumerate(todo, 1):
+            bar.set_description(f"{direction_name(*d)} ({i}/{len(todo)})")
+            start = time.perf_counter()
+            results = _generate(engine, p.token_ids[d], p.sampling, max(1, cfg.eval.batch_size), bar)
+            timing[d] = time.perf_counter() - start
+            records[d] = [
+                {"id": ex.id, "src_lang": ex.src_lang, "tgt_lang": ex.tgt_lang, "source": ex.source,
+                 "reference": ex.reference, "template": tpl, "completion": res.completions[0].text,
+                 "finish_reason": res.completions[0].finish_reason,
+                 "completion_tokens": len(res.completions[0].token_ids)}
+                for ex, tpl, res in zip(p.examples[d], p.templates_used[d], results)
+            ]
+            write_cache(_cache_path(out, d), p.hashes[d], records[d])
+        bar.close()
+    finally:
         if own_engine:
-            from rl.rollout import make_rollout_engine
-            from rl.rollout.base import VLLM_MAX_LORA_RANKS
+            engine.shutdown()
+    return records, timing
 
-            rank = (adapter_info or {}).get("r") or 0
-            if rank > cfg.rollout.max_lora_rank:  # the engine must hold this adapter: the next rank vLLM accepts
-                fits = [r for r in VLLM_MAX_LORA_RANKS if r >= rank]
-                cfg = dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, max_lora_rank=fits[0] if fits else rank))
-            engine = make_rollout_engine(model_dir, cfg.rollout, None, seed=cfg.seed)
-        try:
-            if adapter_dir is not None:  # a version id from the adapter's bytes: a changed adapter is reloaded
-                engine.set_adapter(str(adapter_dir), int(identity["adapter"][:7], 16))
-            else:
-                engine.clear_adapter()
-            bar = tqdm(total=sum(len(by_dir[d]) for d in todo), unit="sent", disable=not progress, desc="generating")
-            for i, d in enumerate(todo, 1):
-                bar.set_description(f"{direction_name(*d)} ({i}/{len(todo)})")
-                start = time.perf_counter()
-                results = _generate(engine, token_ids[d], sampling, max(1, cfg.eval.batch_size), bar)
-                timing[d] = time.perf_counter() - start
-                records[d] = [
-                    {"id": ex.id, "src_lang": ex.src_lang, "tgt_lang": ex.tgt_lang, "source": ex.source,
-                     "reference": ex.reference, "template": tpl, "completion": res.completions[0].text,
-                     "finish_reason": res.completions[0].finish_reason,
-                     "completion_tokens": len(res.completions[0].token_ids)}
-                    for ex, (_, tpl), res in zip(by_dir[d], prompts[d], results)
-                ]
-                write_cache(_cache_path(out, d), hashes[d], records[d])
-            bar.close()
-        finally:
-            if own_engine:
-                engine.shutdown()
 
-    # 3. Scores.
+def score(cfg: Config, p: Plan, records: dict, timing: dict) -> tuple[list[dict], dict[str, list[dict]], str | None]:
+    """(rows per direction, per-sentence outputs per direction, why COMET was skipped or None)."""
     rows, outputs = [], {}
-    for d in by_dir:
+    for d in p.examples:
         name = direction_name(*d)
         if any(r["reference"] is None for r in records[d]):
             raise EvalError(f"{name}: some test sentences have no reference")
         row, outs = score_direction(records[d], d[1], cfg.prompt.think_prefill)
-        seen_flag = None if seen is None else (d[0] in seen and d[1] in seen)
-        rows.append({"direction": name, "src": d[0], "tgt": d[1], "seen": seen_flag, **row, "comet": None,
+        seen = None if p.seen is None else (d[0] in p.seen and d[1] in p.seen)
+        rows.append({"direction": name, "src": d[0], "tgt": d[1], "seen": seen, **row, "comet": None,
                      "gen_seconds": timing[d], "cached": timing[d] is None,
                      "sec_per_100": None if timing[d] is None else 100 * timing[d] / len(records[d])})
         outputs[name] = outs
     comet, skipped = comet_scores(cfg, outputs)
     if skipped:
         print(f"[eval] notice: COMET skipped: {skipped}")
-    else:
-        for row in rows:
-            segs = comet[row["direction"]]
-            row["comet"] = _mean(segs)
-            for o, s in zip(outputs[row["direction"]], segs):
-                o["comet"] = s
+        return rows, outputs, skipped
+    for row in rows:
+        segs = comet[row["direction"]]
+        row["comet"] = _mean(segs)
+        for o, s in zip(outputs[row["direction"]], segs):
+            o["comet"] = s
+    return rows, outputs, None
+
+
+def evaluate(
+    cfg: Config,
+    adapter: str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    baseline: str | Path | None = None,
+    engine: Any = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate ``cfg.model`` (+ ``adapter``: an adapter dir or a run dir) on ``cfg.eval``;
+    writes results.{json,csv,md}, outputs/, generations/ and plots/ under ``out`` and
+    returns the results dict. ``engine`` reuses a running rollout engine (not shut down)."""
+    p = plan(cfg, adapter)
+    if baseline is not None and not (Path(baseline) / "results.json").is_file():
+        raise EvalError(f"--baseline {baseline}: no results.json there")
+    comet_skip = comet_check(cfg.eval.comet_model)
+    if comet_skip:
+        print(f"[eval] notice: COMET will be skipped: {comet_skip}")
+    out = Path(out) if out is not None else default_out(cfg, p.run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    records, timing = generate(cfg, p, out, engine, progress)
+    rows, outputs, skipped = score(cfg, p, records, timing)
     results = {
-        "settings": settings,
+        "settings": p.settings,
         "versions": _versions(),
-        "run_config": run_config,
+        "run_config": p.run_config,
         "comet": {"model": cfg.eval.comet_model, "skipped": skipped},
         "directions": rows,
         "averages": averages(rows),
@@ -620,8 +657,7 @@ def evaluate(
     if baseline is not None:
         from rl.compare import compare_results, load_results
 
-        base = load_results(baseline)
-        cmp = compare_results([base, ("this run", results)])
+        cmp = compare_results([load_results(baseline), ("this run", results)])
         results["baseline"] = {"results": str(baseline), "deltas": cmp["deltas"][1], "table": cmp["markdown"]}
     write_outputs(out, results, outputs)
     print(markdown(results))

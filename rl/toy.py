@@ -47,6 +47,7 @@ CHAT_TEMPLATE = (
 )
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # pad, chat turns, eos
 CONTEXT_LOSS_WEIGHT = 0.5  # pre-training loss weight of prompt and textbook tokens (answers: 1)
+SYSTEM_PROMPT_EVERY = 8  # every 8th pre-training batch: chats that carry the R1-T1 system prompt
 PROBE_SIZE = 50  # test sentences per direction for the base model's chrF in the manifest
 FORMAT_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")  # added, not special: they survive decoding
 
@@ -405,10 +406,11 @@ def chat_messages(rec: dict, template_name: str | None = None) -> list[dict]:
                           rec.get("context"))
 
 
-def plain_prompt(tokenizer, rec: dict) -> str:
-    """The base model's prompt: a bare user turn asking for a translation (no system prompt,
-    no template, no context, no think prefill). The base never sees the R1-T1 format."""
-    return render_prompt(tokenizer, chat_messages({**rec, "context": None})[1:], think_prefill=False)
+def plain_prompt(tokenizer, rec: dict, system: bool = False) -> str:
+    """The base model's prompt: a user turn asking for a translation (no template, no
+    context, no think prefill), with or without the system prompt."""
+    messages = chat_messages({**rec, "context": None})
+    return render_prompt(tokenizer, messages if system else messages[1:], think_prefill=False)
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -463,21 +465,26 @@ def make_model(cfg: ToyConfig, tokenizer):
     return model
 
 
-def pretrain(model, tokenizer, records: list[dict], textbook: list[str], cfg: ToyConfig, progress: bool) -> list[float]:
+def pretrain(model, tokenizer, records: list[dict], textbook: list[str], cfg: ToyConfig,
+             progress: bool) -> tuple[list[float], set[int]]:
     """Full-weight AdamW, next-token loss on plain translation chats and textbook text.
 
     The answer of a chat carries weight 1; every other token (the prompt, the textbook)
     carries ``CONTEXT_LOSS_WEIGHT``, so the base also models the languages and the
-    instruction words it will later have to reason with. No chat shows the R1-T1 format."""
+    instruction words it will later have to reason with. One batch in eight holds chats with the
+    R1-T1 system prompt, which names the tags: the base reads about the format (and their
+    tag embeddings get trained) but never sees a reasoning or a tagged answer."""
     import torch
     import torch.nn.functional as F
     from tqdm.auto import tqdm
 
     eos = tokenizer.eos_token_id
-    prompts = tokenizer([plain_prompt(tokenizer, r) for r in records], add_special_tokens=False)["input_ids"]
     answers = tokenizer([r["reference"] for r in records], add_special_tokens=False)["input_ids"]
-    examples = [(p + a + [eos], len(p)) for p, a in zip(prompts, answers)]
-    examples += [(ids + [eos], len(ids) + 1) for ids in tokenizer(textbook, add_special_tokens=False)["input_ids"]]
+    pools = []  # pool 0: plain chats + textbook; pool 1: chats with the system prompt (longer: own batches)
+    for system in (False, True):
+        prompts = tokenizer([plain_prompt(tokenizer, r, system) for r in records], add_special_tokens=False)["input_ids"]
+        pools.append([(p + a + [eos], len(p)) for p, a in zip(prompts, answers)])
+    pools[0] += [(ids + [eos], len(ids) + 1) for ids in tokenizer(textbook, add_special_tokens=False)["input_ids"]]
     rng = random.Random(f"{cfg.seed}:pretrain")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, cfg.pretrain_steps // 20)
@@ -485,13 +492,16 @@ def pretrain(model, tokenizer, records: list[dict], textbook: list[str], cfg: To
         opt, lambda i: min(1.0, (i + 1) / warmup) * max(0.1, 1 - i / max(1, cfg.pretrain_steps)))
     model.set_attn_implementation("eager")  # ~10% faster than sdpa at these sizes on a CPU
     model.train()
-    losses, order = [], []
+    losses, orders, seen = [], ([], []), set()  # seen: token ids the model was trained on
     bar = tqdm(range(cfg.pretrain_steps), desc="toy pre-training", disable=not progress, leave=False, mininterval=1.0)
-    for _ in bar:
+    for step in bar:
+        k = int(step % SYSTEM_PROMPT_EVERY == SYSTEM_PROMPT_EVERY - 1)
+        pool, order = pools[k], orders[k]
         if len(order) < cfg.pretrain_batch_size:
-            order += rng.sample(range(len(examples)), len(examples))
-        batch = [examples[j] for j in order[: cfg.pretrain_batch_size]]
+            order += rng.sample(range(len(pool)), len(pool))
+        batch = [pool[j] for j in order[: cfg.pretrain_batch_size]]
         del order[: cfg.pretrain_batch_size]
+        seen.update(t for seq, _ in batch for t in seq)
         width = max(len(ids) for ids, _ in batch)
         ids = torch.full((len(batch), width), tokenizer.pad_token_id)
         targets = torch.full((len(batch), width), -100)  # targets[t] is the token after position t
@@ -518,17 +528,20 @@ def pretrain(model, tokenizer, records: list[dict], textbook: list[str], cfg: To
         bar.set_postfix(answer_loss=f"{losses[-1]:.3f}", refresh=False)
     model.set_attn_implementation("sdpa")
     model.eval()
-    return losses
+    return losses, seen
 
 
 def init_unseen_embeddings(model, tokenizer, tokens: tuple[str, ...], seed: int) -> None:
-    """Give tokens that pre-training never saw (the R1-T1 tags) embeddings drawn from the
-    distribution of the trained ones, as ``resize_token_embeddings(mean_resizing=True)``
-    does for new tokens: left at their tiny init, tied input/output rows that LoRA does
-    not train would make the tags nearly impossible to emit after SFT."""
+    """Give ``tokens`` that pre-training never saw embeddings drawn from the distribution of
+    the trained ones, as ``resize_token_embeddings(mean_resizing=True)`` does for new tokens:
+    left at their tiny init, tied input/output rows that LoRA does not train would make
+    them nearly impossible to emit after SFT. (The R1-T1 tags are normally seen, inside
+    the system prompt; this covers a system prompt that does not name them.)"""
     import torch
 
     ids = tokenizer.convert_tokens_to_ids(list(tokens))
+    if not ids:
+        return
     weight = model.get_input_embeddings().weight
     with torch.no_grad():
         seen = torch.ones(weight.shape[0], dtype=torch.bool)
@@ -581,7 +594,8 @@ class ToyWorld:
 
 
 def _code_fingerprint() -> str:
-    """The generator's inputs besides the config: this file, prompts.py and the templates."""
+    """The generator's inputs besides the config: this file, prompts.py and the templates,
+    as they were when this module was imported (the code that will run)."""
     h = hashlib.sha256()
     files = [Path(__file__), Path(__file__).with_name("prompts.py"), *sorted(TEMPLATES_DIR.glob("*.yaml"))]
     for f in files:
@@ -589,10 +603,13 @@ def _code_fingerprint() -> str:
     return h.hexdigest()
 
 
+_CODE_FINGERPRINT = _code_fingerprint()
+
+
 def world_key(cfg: ToyConfig) -> str:
     """The cache key: every ToyConfig field but where the cache lives, plus the code fingerprint."""
     params = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "cache_dir"}
-    blob = json.dumps({"params": params, "code": _code_fingerprint()}, sort_keys=True)
+    blob = json.dumps({"params": params, "code": _CODE_FINGERPRINT}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -641,8 +658,9 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
     with _single_thread():
         model = make_model(cfg, tokenizer)
         textbook = make_textbook(lex, random.Random(f"{cfg.seed}:textbook"), len(train) // 4)
-        losses = pretrain(model, tokenizer, train, textbook, cfg, progress)
-        init_unseen_embeddings(model, tokenizer, FORMAT_TOKENS, cfg.seed)
+        losses, seen_ids = pretrain(model, tokenizer, train, textbook, cfg, progress)
+        unseen = tuple(t for t in FORMAT_TOKENS if tokenizer.convert_tokens_to_ids(t) not in seen_ids)
+        init_unseen_embeddings(model, tokenizer, unseen, cfg.seed)
         chrf = {}
         for src, tgt in DIRECTIONS:  # how well the base translates, for the manifest
             probe = [r for r in test if r["src_lang"] == src][:PROBE_SIZE]

@@ -43,7 +43,7 @@ def mini_flores(data_dir: Path, dst: Path, codes=("eng_Latn", "zho_Hans", "tha_T
 
 
 def eval_config(toy_world, flores: Path | None, directions: str = ALL_DIRS, limit: int = 4,
-                max_tokens: int = 40, **eval_kw) -> Config:
+                max_tokens: int = 32, **eval_kw) -> Config:
     cfg = Config()
     cfg.toy = toy_world_config(toy_world)
     cfg.model.name_or_path = str(toy_world.model_dir)
