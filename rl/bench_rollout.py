@@ -324,20 +324,24 @@ def bench_rollout(workload: str = "shape", *, model_dir: str | None = None, adap
     print(f"[bench rollout] matmul peak: fp32 {res['fp32_peak_gflops']:.1f} GFLOP/s, "
           f"bf16 {res['bf16_peak_gflops']:.1f} GFLOP/s (native bf16: {cpu_has_native_bf16()})", flush=True)
     res.update(run_pool(w, rollout, with_adapter_too=(w.name == "shape")))
-    if not skip_trl:
-        res.update(run_trl_path(w, trl_threads))
-        res["ratio"] = res["pool_tok_s"] / res["trl_tok_s"]
     flops = 2 * res["params"] * res["pool_tok_s"] / 1e9
     res["pool_pct_bf16_peak"] = 100 * flops / res["bf16_peak_gflops"]
     res["pool_pct_dtype_peak"] = 100 * flops / res[("bf16" if dtype == "bfloat16" else "fp32") + "_peak_gflops"]
     if "sync_s" in res:
         res["sync_share_of_step"] = res["sync_s"] / (res["sync_s"] + res["pool_s"])
-    report(res)
+    report_pool(res)
+    if not skip_trl:
+        res.update(run_trl_path(w, trl_threads))
+        res["ratio"] = res["pool_tok_s"] / res["trl_tok_s"]
+        report_trl(res)
     return res
 
 
-def report(r: dict) -> None:
-    p = "[bench rollout]"
+P = "[bench rollout]"
+
+
+def report_pool(r: dict) -> None:
+    p = P
     print(f"{p} pool ({r['num_workers']} Ray/vLLM workers, {r['pool_dtype']}): {r['pool_tok_s']:,.0f} tok/s "
           f"({r['pool_tokens']} tokens in {r['pool_s']:.1f} s, mean length {r['pool_mean_len']:.0f}; "
           f"engine start {r['pool_start_s']:.0f} s)")
@@ -349,6 +353,9 @@ def report(r: dict) -> None:
     if "sync_s" in r:
         print(f"{p} adapter sync: {r['sync_s'] * 1e3:.0f} ms = {100 * r['sync_share_of_step']:.1f}% of "
               "(sync + generation)")
+
+def report_trl(r: dict) -> None:
+    p = P
     if "trl_tok_s" in r:
         print(f"{p} TRL transformers path (fp32 generate, {r['torch_threads']} threads): {r['trl_tok_s']:,.0f} tok/s "
               f"({r['trl_tokens']} tokens in {r['trl_s']:.1f} s)")
