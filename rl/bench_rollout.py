@@ -352,11 +352,12 @@ def report_pool(r: dict) -> None:
           f"{r['pool_pct_bf16_peak']:.0f}% of the bf16 peak (2 FLOPs/param/token)")
     if "sync_s" in r:
         print(f"{p} adapter sync: {r['sync_s'] * 1e3:.0f} ms = {100 * r['sync_share_of_step']:.1f}% of "
-              "(sync + generation)")
+              "(sync + generation)", flush=True)
+
 
 def report_trl(r: dict) -> None:
     p = P
-    if "trl_tok_s" in r:
+    if "trl_tok_s" in r:  # the last line is the ratio
         print(f"{p} TRL transformers path (fp32 generate, {r['torch_threads']} threads): {r['trl_tok_s']:,.0f} tok/s "
               f"({r['trl_tokens']} tokens in {r['trl_s']:.1f} s)")
         print(f"{p} ratio pool / TRL on {r['workload']}: {r['ratio']:.2f}x")
