@@ -27,7 +27,7 @@ def data_dir(request) -> Path:
 
 @pytest.fixture(scope="session")
 def toy_world():
-    """The default toy world (rl/toy.py), cached in <repo>/.toy_cache: built once (~75 s of
+    """The default toy world (rl/toy.py), cached in <repo>/.toy_cache: built once (~110 s on
     one core), then reused by every later session until its config or generator changes."""
     from rl.config import ToyConfig
     from rl.toy import build_toy_world

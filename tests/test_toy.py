@@ -17,8 +17,8 @@ from rl.data import load_jsonl
 from rl.parsing import parse_completion
 from rl.prompts import TEMPLATE_NAMES, full_completion, render_completion, render_prompt
 from rl.toy import (
-    Lexicon, Phrase, Sentence, build_toy_world, chat_messages, greedy_translate, make_lexicon, make_think,
-    plain_prompt, render_en, render_xx, world_key,
+    Lexicon, Phrase, Sentence, build_toy_world, chat_messages, greedy_translate, init_unseen_embeddings, make_lexicon,
+    make_think, plain_prompt, render_en, render_xx, world_key,
 )
 
 SMALL = dict(train_sentences=300, test_sentences=30, pretrain_steps=15, vocab_words=60)
@@ -70,6 +70,26 @@ def test_relative_cache_dir_resolves_against_root(two_small_builds, tmp_path):
     os.symlink(a.root, target)
     world = build_toy_world(ToyConfig(**SMALL, cache_dir="cache"), root=tmp_path, progress=False)
     assert world.root == target
+
+
+def test_unseen_tokens_get_embeddings_like_the_trained_ones(two_small_builds):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    world = two_small_builds[0]
+    tok = AutoTokenizer.from_pretrained(world.model_dir)
+    weights = []
+    for _ in range(2):
+        model = AutoModelForCausalLM.from_pretrained(world.model_dir, dtype=torch.float32)
+        emb = model.get_input_embeddings().weight
+        tag = tok.convert_tokens_to_ids("<answer>")
+        with torch.no_grad():
+            emb[tag] = 0
+        init_unseen_embeddings(model, tok, ("<answer>",), seed=3)
+        weights.append(emb[tag].detach().clone())
+    assert torch.equal(weights[0], weights[1])  # seeded
+    others = torch.cat([emb[:tag], emb[tag + 1:]]).norm(dim=1)
+    assert 0.3 * others.mean() < weights[0].norm() < 3 * others.mean()
 
 
 def test_bad_model_shape_fails_clearly(tmp_path):
