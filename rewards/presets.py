@@ -10,12 +10,16 @@
     format + answer (so a failed format totals -3). Parts: ``format`` (+1/-1),
     ``bleu`` (0-100), ``comet_kiwi`` (raw, default Unbabel/wmt22-cometkiwi-da).
     The paper's answer tag is ``<translate>``; here it is our ``<answer>``.
-``chrf-format`` (this product's CPU default, no model needed): linear,
-    ``0.01 * chrF + 0.2 * [format ok] + copy_guard + lang_guard + length_guard``
-    (guards are 0 or -1). chrF/100 keeps the metric and the format term on the
-    scale R1-T1 uses for COMET; the format term pays 0.2 as in R1-T1; a guard
-    hit (-1) outweighs any chrF gain, so copying the source, answering in the
-    wrong language or running away never pays.
+``chrf-format`` (this product's CPU default, no model needed):
+    ``0.2 + 0.01 * chrF`` when the format holds, 0 when it fails (as R1-T1),
+    plus ``copy_guard + lang_guard + length_guard`` (each 0 or -1). chrF/100
+    keeps the metric on the scale R1-T1 uses for COMET; the format term pays
+    0.2 as in R1-T1; a guard hit (-1) outweighs any chrF gain, so copying the
+    source, answering in the wrong language or running away never pays. chrF is
+    gated on the format because, scored on a lenient parse, a mis-tagged
+    completion (``...</think><answer>draft</think><answer>final</answer>``)
+    earned *more* chrF than a clean one (chrF weights recall twice), and the toy
+    GRPO runs learned to write such completions.
 
 Every preset takes ``comet_model``, ``comet_batch_size``, ``comet_gpus`` (None =
 the COMET reward's default) so the trainer can pass its config through.
@@ -36,13 +40,23 @@ def _comet_kwargs(comet_model, comet_batch_size, comet_gpus) -> dict:
 
 
 def chrf_format(comet_model=None, comet_batch_size=None, comet_gpus=None) -> Combination:
+    def total(v: dict[str, list]) -> list[float | None]:
+        out = []
+        for c, fmt, *guards in zip(v["chrf"], v["format"], v["copy_guard"], v["lang_guard"], v["length_guard"]):
+            penalty = sum(g or 0.0 for g in guards)
+            if not fmt:
+                out.append(penalty)
+            else:
+                out.append(None if c is None else 0.2 * fmt + 0.01 * c + penalty)
+        return out
+
     return Combination([
         Part("chrf", 0.01, chrf),
         Part("format", 0.2, format_reward),
         Part("copy_guard", 1.0, copy_guard),
         Part("lang_guard", 1.0, lang_guard),
         Part("length_guard", 1.0, length_guard),
-    ], name="chrf-format")
+    ], total_fn=total, name="chrf-format")
 
 
 def r1t1(comet_model=None, comet_batch_size=None, comet_gpus=None) -> Combination:

@@ -363,9 +363,10 @@ def report_trl(r: dict) -> None:
         print(f"{p} ratio pool / TRL on {r['workload']}: {r['ratio']:.2f}x")
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workload", choices=["shape", "realistic"], default="shape")
+    parser.add_argument("--workload", choices=["both", "shape", "realistic", "a", "b"], default="both",
+                        help="both (default): shape (b), then realistic (a); a = realistic, b = shape")
     parser.add_argument("--model-dir", default=None, help="realistic: base model dir (default: the config's)")
     parser.add_argument("--adapter-dir", default=None, help="realistic: LoRA adapter (default: the config's cold start)")
     parser.add_argument("--config", default=None, help="realistic: config for data/prompts (default configs/toy.yaml)")
@@ -379,11 +380,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--trl-threads", type=int, default=None, help="torch threads for TRL's path (default: torch's)")
     parser.add_argument("--cache-dir", default=None, help="where the shape model is built (default runs/bench)")
     a = parser.parse_args(argv)
-    return bench_rollout(a.workload, model_dir=a.model_dir, adapter_dir=a.adapter_dir, config=a.config,
-                         num_workers=a.num_workers, dtype=a.dtype, num_prompts=a.num_prompts, n=a.n,
-                         max_tokens=a.max_tokens, enforce_eager=a.enforce_eager, skip_trl=a.skip_trl,
-                         trl_threads=a.trl_threads, cache_dir=a.cache_dir)
-
-
-if __name__ == "__main__":
-    main()
+    workloads = ["shape", "realistic"] if a.workload == "both" else [{"a": "realistic", "b": "shape"}.get(a.workload, a.workload)]
+    results = [
+        bench_rollout(w, model_dir=a.model_dir, adapter_dir=a.adapter_dir, config=a.config,
+                      num_workers=a.num_workers, dtype=a.dtype, num_prompts=a.num_prompts, n=a.n,
+                      max_tokens=a.max_tokens, enforce_eager=a.enforce_eager, skip_trl=a.skip_trl,
+                      trl_threads=a.trl_threads, cache_dir=a.cache_dir)
+        for w in workloads
+    ]
+    if len(results) > 1:  # a summary whose last line is the ratio on (a)
+        shape, real = results
+        print(f"{P} summary: (b) shape {shape['pool_tok_s']:,.0f} tok/s = {shape['pool_pct_bf16_peak']:.0f}% of the "
+              f"bf16 peak ({shape['bf16_peak_gflops']:.0f} GFLOP/s); (a) adapter sync "
+              f"{100 * real.get('sync_share_of_step', float('nan')):.1f}% of (sync + generation)")
+        if "ratio" in real:
+            print(f"{P} ratio pool / TRL on (a) realistic: {real['ratio']:.2f}x")
+    return results

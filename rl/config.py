@@ -124,7 +124,7 @@ class RewardConfig:
 @dataclass
 class GRPOSettings:
     learning_rate: float = 5e-5
-    beta: float = 0.04  # KL coefficient to the adapter-disabled base; 0 disables the reference pass
+    beta: float = 0.04  # KL coefficient to the reference (the cold-start adapter if given, else the base); 0 = no reference pass
     loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo"] = "dapo"
     epsilon: float = 0.2
     scale_rewards: Literal["group", "batch", "none"] = "group"

@@ -109,10 +109,14 @@ def make_rollout_func(engine, tokenizer, sampling: SamplingConfig, seed: int, st
         for i, (_, n) in enumerate(groups):
             by_n[n].append(i)
         results: list[Any] = [None] * len(groups)
-        step_seed = seed * 1_000_003 + trainer.state.global_step * 7919 + trainer.accelerator.process_index
+        # Seeds follow the prompt's place in the global batch (the engine seeds request i with
+        # seed + i*n; accelerate hands process p the p-th contiguous slice), so a step samples
+        # the same completions whatever the number of learner processes.
+        step_seed = seed * 1_000_003 + trainer.state.global_step * 7919
+        first = trainer.accelerator.process_index * len(groups)
         for n, idxs in by_n.items():
             token_ids = [tokenizer(groups[i][0], add_special_tokens=False)["input_ids"] for i in idxs]
-            params = SamplingConfig(**{**sampling.__dict__, "n": n, "seed": step_seed})
+            params = SamplingConfig(**{**sampling.__dict__, "n": n, "seed": step_seed + (first + idxs[0]) * n})
             for i, res in zip(idxs, engine.generate(token_ids, params)):
                 results[i] = res
         for res in results:
@@ -237,9 +241,10 @@ def load_policy(cfg: Config, model_dir: str, adapter: str | None):
     return model, peft_config
 
 
-def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None) -> str:
+def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbacks=()) -> str:
     """Run GRPO; returns a printable summary. ``run_dir`` exists (rl/runs.py made it).
-    ``engine``: an already running rollout engine to use (and leave running), e.g. in tests."""
+    ``engine``: an already running rollout engine to use (and leave running), e.g. in tests.
+    ``callbacks``: extra transformers ``TrainerCallback``s (trackers, early stopping, ...)."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from accelerate import PartialState
     from transformers import AutoTokenizer
@@ -291,6 +296,10 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None) -> str:
 
     logger = _LoggingCallback(cfg, run_dir, stats, labeler, state.is_main_process, checkpoint)
     trainer.add_callback(logger)
+    if checkpoint is not None:
+        trainer.add_callback(_RestorePolicyAdapter(trainer, checkpoint))
+    for callback in callbacks:
+        trainer.add_callback(callback)
     trainer.remove_callback(PrinterCallback)  # our bar and metrics.jsonl replace the raw log dicts
     previous = signal.signal(signal.SIGINT, logger.request_stop)
     try:
@@ -305,6 +314,27 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None) -> str:
     if state.is_main_process and own_engine:
         engine.shutdown()
     return logger.summary(run_dir)
+
+
+class _RestorePolicyAdapter(TrainerCallback):
+    """Loads the policy adapter of the checkpoint being resumed. transformers 5.16's
+    Trainer, given a PEFT checkpoint with sub-directory adapters (TRL's frozen "ref"
+    copy), loads only those and never the policy saved at the checkpoint's root: a
+    resumed run silently went on from the cold-start adapter (KL 0 at the next step).
+    ``on_train_begin`` runs after the Trainer's own loading, before any generation."""
+
+    def __init__(self, trainer, checkpoint: Path):
+        self.trainer, self.checkpoint = trainer, checkpoint
+
+    def on_train_begin(self, args, state, control, **kw):
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        weights = load_file(str(self.checkpoint / "adapter_model.safetensors"))
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        result = set_peft_model_state_dict(model, weights, adapter_name="default")
+        if result.unexpected_keys:
+            raise RuntimeError(f"{self.checkpoint}: adapter weights the policy does not have: {result.unexpected_keys[:3]}")
 
 
 class _LoggingCallback(TrainerCallback):

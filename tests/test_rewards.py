@@ -343,3 +343,18 @@ def test_register_decorator_and_load_from_config():
     assert rewards.load_from_config(cfg)(None, ["a"], None, tgt_lang="x") == [1.0]
     with pytest.raises(rewards.RewardSpecError, match="preset name"):
         rewards.register("r1t1", always_one)
+
+
+def test_chrf_format_pays_nothing_for_a_broken_format():
+    """A mis-tagged completion's lenient answer can out-score a clean one on chrF
+    (chrF weights recall twice): chrf-format must not pay it, as R1-T1 pays 0."""
+    reward = rewards.load("chrf-format")
+    src, ref = "Die große Katze jagte gestern schnell den kleinen Hund.", "The big cat quickly chased the small dog yesterday."
+    clean = "<think>Subject, verb, object.</think><answer>The big cat chased the small dog.</answer>"
+    broken = f"<think>Draft.</think><answer>The big cat</think><answer>{ref} The big cat quickly chased the dog.</answer>"
+    cols = {"src_lang": ["deu_Latn"] * 2, "tgt_lang": ["eng_Latn"] * 2}
+    out = reward.score([src] * 2, [clean, broken], [ref] * 2, **cols)
+    assert out.parts["format"] == [1.0, 0.0]
+    assert out.parts["chrf"][1] > out.parts["chrf"][0]  # the hole: more chrF for the broken one
+    assert out.total[0] == pytest.approx(0.2 + 0.01 * out.parts["chrf"][0])
+    assert out.total[1] == 0.0  # but it earns nothing

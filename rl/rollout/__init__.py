@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
+from pathlib import Path
 
 from rl.config import LoraSettings, RolloutConfig
 from rl.rollout.base import (
@@ -73,9 +75,19 @@ def connect_rollout_engine(model_path: str, rollout: RolloutConfig, lora: LoraSe
     from rl.rollout.pool import RolloutPool
 
     name = f"rollout-{os.environ.get('MASTER_ADDR', 'local')}-{os.environ.get('MASTER_PORT', '0')}".replace(".", "_")
+    # Without a cluster address, the creator starts a local Ray cluster; `ray.init("auto")`
+    # cannot find one started that way, so the creator leaves its address in a file named
+    # after the launcher process (the common parent of this launch's ranks on this node).
+    address_file = Path(tempfile.gettempdir()) / f"r1t1-{name}-{os.getppid()}.ray-address"
     if create:
-        return RolloutPool(model_path, rollout, lora, seed, name=name)
-    return RolloutPool.attach(name, model_path, rollout)
+        pool = RolloutPool(model_path, rollout, lora, seed, name=name)
+        if not (rollout.ray_address or os.environ.get("RAY_ADDRESS")):
+            import ray
+
+            address_file.write_text(ray.get_runtime_context().gcs_address)
+            pool.cleanup_files.append(address_file)
+        return pool
+    return RolloutPool.attach(name, model_path, rollout, address_file=address_file)
 
 
 def _has_gpu() -> bool:

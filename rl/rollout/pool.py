@@ -133,6 +133,7 @@ class RolloutPool:
         ray = _ray()
         self.rollout, self.model_path = rollout, str(model_path)
         self.name = name or f"rollout-{uuid.uuid4().hex[:8]}"
+        self.cleanup_files: list[Path] = []  # removed on shutdown (e.g. the cluster address for other ranks)
         self._owns_ray = _init_ray(rollout)
         self._owner = True
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
@@ -152,20 +153,28 @@ class RolloutPool:
         self._wait_ready(range(len(self.workers)))
 
     @classmethod
-    def attach(cls, name: str, model_path: str, rollout: RolloutConfig, timeout_s: float = READY_TIMEOUT_S):
+    def attach(cls, name: str, model_path: str, rollout: RolloutConfig, timeout_s: float = READY_TIMEOUT_S,
+               address_file: Path | None = None):
         """Use a pool another process started (accelerate ranks > 0): same
-        workers, no adapter pushes expected from here, nothing killed on shutdown."""
+        workers, no adapter pushes expected from here, nothing killed on shutdown.
+        The cluster: ``rollout.ray_address``, $RAY_ADDRESS, the address the creator
+        wrote to ``address_file`` (awaited), else Ray's "auto"."""
         from transformers import AutoTokenizer
 
         ray = _ray()
         self = cls.__new__(cls)
         self.rollout, self.model_path, self.name = rollout, str(model_path), name
+        self.cleanup_files = []
         deadline = time.monotonic() + timeout_s
         self._owns_ray = False
         while True:
             try:
-                self._owns_ray |= _init_ray(rollout, address=rollout.ray_address or os.environ.get("RAY_ADDRESS")
-                                            or "auto")
+                address = rollout.ray_address or os.environ.get("RAY_ADDRESS")
+                if address is None and address_file is not None:
+                    if not address_file.is_file():
+                        raise ConnectionError(f"waiting for the pool creator to write {address_file}")
+                    address = address_file.read_text().strip()
+                self._owns_ray |= _init_ray(rollout, address=address or "auto")
                 self.store = ray.get_actor(f"{name}-store", namespace=NAMESPACE)
                 self.workers = [ray.get_actor(f"{name}-worker-{i}", namespace=NAMESPACE)
                                 for i in range(rollout.num_workers)]
@@ -295,6 +304,8 @@ class RolloutPool:
                 if actor is not None:
                     ray.kill(actor, no_restart=True)
         self.workers = []
+        for path in getattr(self, "cleanup_files", []):
+            path.unlink(missing_ok=True)
         if self._owns_ray:
             ray.shutdown()
 
