@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--trl-threads", type=int, default=None, help="torch threads for TRL's path (default: torch's)")
     parser.add_argument("--cache-dir", default=None, help="where the shape model is built (default runs/bench)")
     a = parser.parse_args(argv)
-    workloads = ["shape", "realistic"] if a.workload == "both" else [{"a": "realistic", "b": "shape"}.get(a.workload, a.workload)]
+    workloads = ["shape", "realistic"] if a.workload == "both" else [a.workload]  # bench_rollout maps a/b
     results = [
         bench_rollout(w, model_dir=a.model_dir, adapter_dir=a.adapter_dir, config=a.config,
                       num_workers=a.num_workers, dtype=a.dtype, num_prompts=a.num_prompts, n=a.n,

@@ -297,6 +297,8 @@ class RolloutPool:
 
     def shutdown(self) -> None:
         ray = _ray()
+        for path in getattr(self, "cleanup_files", []):  # even if Ray is already gone
+            path.unlink(missing_ok=True)
         if not ray.is_initialized():
             return
         if self._owner:
@@ -304,8 +306,6 @@ class RolloutPool:
                 if actor is not None:
                     ray.kill(actor, no_restart=True)
         self.workers = []
-        for path in getattr(self, "cleanup_files", []):
-            path.unlink(missing_ok=True)
         if self._owns_ray:
             ray.shutdown()
 
