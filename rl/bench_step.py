@@ -1,11 +1,13 @@
-"""Seconds per GRPO step: our path (Ray/vLLM rollouts + adapter sync) against a
-plain TRL GRPOTrainer with its built-in transformers generation, on the same
-model, cold-start adapter, prompts, batch, sampling settings and reward.
+"""Seconds per GRPO step: our path (rl/grpo.py: Ray/vLLM rollouts, adapter sync,
+and on CPU the compact LM-head scoring of rl/trl_cpu.py) against a plain TRL
+GRPOTrainer with its built-in transformers generation, on the same model,
+cold-start adapter, prompts, batch, sampling settings and reward.
 
-    python -m rl.bench step [--config configs/toy.yaml] [--steps 6] [--section.key value ...]
+    python -m rl.bench step [--config configs/toy.yaml] [--steps 8] [--rounds 2] [--section.key value ...]
 
-Both runs are measured in this process, one after the other; the first step of
-each is a warm-up and is left out. The last line printed is the ratio.
+The runs are measured in this process, one after the other (ours, plain TRL, and
+again per round); the first step of each is a warm-up and is left out. The last
+line printed is the ratio of the medians.
 """
 from __future__ import annotations
 
@@ -21,9 +23,11 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy.yaml"
 
 
 def ours(cfg, steps: int, out: Path) -> dict:
+    from rl import inputs
     from rl.grpo import train
     from rl.runs import read_metrics
 
+    cfg.model.init_adapter = inputs.init_adapter(cfg)  # before output_dir moves: the same adapter as plain TRL's
     cfg.grpo.max_steps, cfg.grpo.save_steps, cfg.run_name, cfg.output_dir = steps, 10**6, "bench-ours", str(out)
     (out / "bench-ours").mkdir(parents=True)
     train(cfg, out / "bench-ours")
@@ -44,7 +48,9 @@ def plain_trl(cfg, steps: int, out: Path) -> dict:
     from rl import inputs
     from rl.analytics import CotLabeler
     from rl.grpo import StepStats, build_dataset, grpo_args, load_policy, make_reward_func
+    from rl.trl_cpu import score_only_completion_tokens_on_cpu
 
+    score_only_completion_tokens_on_cpu(enable=False)  # TRL as shipped (our run patched it in this process)
     model_dir, adapter = inputs.model_path(cfg), inputs.init_adapter(cfg)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     dataset, templates = build_dataset(cfg, tokenizer)
@@ -55,7 +61,16 @@ def plain_trl(cfg, steps: int, out: Path) -> dict:
     reward_fn = make_reward_func(load_from_config(cfg.reward), cfg.prompt.think_prefill, stats, CotLabeler(templates))
     trainer = GRPOTrainer(model=model, reward_funcs=[reward_fn], args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=peft_config)
-    times, lengths = [], []
+    times, lengths, generation = [], [], []
+    generate = trainer._generate  # TRL's transformers generation of one step's completions
+
+    def timed_generate(*args, **kwargs):
+        start = time.perf_counter()
+        result = generate(*args, **kwargs)
+        generation.append(time.perf_counter() - start)
+        return result
+
+    trainer._generate = timed_generate
 
     class Timer(TrainerCallback):
         def on_step_begin(self, *a, **k):
@@ -70,25 +85,33 @@ def plain_trl(cfg, steps: int, out: Path) -> dict:
 
     trainer.add_callback(Timer())
     trainer.train()
-    return {"step": statistics.median(times[1:]), "completion_length": statistics.mean(lengths[1:] or lengths)}
+    return {"step": statistics.median(times[1:]), "generation": statistics.median(generation[1:]),
+            "completion_length": statistics.mean(lengths[1:] or lengths)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
     parser.set_defaults(config=str(DEFAULT_CONFIG))
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=8, help="steps per run; the first is a warm-up")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternate ours / plain TRL this many times (this machine's step times vary by ~15%%)")
     args, cfg = parse_cli(parser, argv)
-    # fp32 generation on both sides keeps the comparison about the engines, not the dtype
+    rows: list[tuple[str, dict]] = []
     with tempfile.TemporaryDirectory(prefix="bench-step-") as tmp:
-        a = ours(cfg, args.steps, Path(tmp))
-        args2, cfg2 = parse_cli(parser, argv)
-        b = plain_trl(cfg2, args.steps, Path(tmp))
-    print(f"batch: {cfg.grpo.prompts_per_step} prompts x {cfg.sampling.n} samples, max {cfg.sampling.max_tokens} new tokens")
-    print(f"ours      : {a['step']:.2f} s/step (generation {a['generation']:.2f}, reward {a['reward']:.2f}, "
-          f"sync {a['sync']:.2f}, learner {a['learner']:.2f}); mean completion {a['completion_length']:.1f} tokens")
-    print(f"plain TRL : {b['step']:.2f} s/step; mean completion {b['completion_length']:.1f} tokens")
-    print(f"speedup (plain TRL s/step / ours s/step): {b['step'] / a['step']:.2f}x")
+        for r in range(args.rounds):
+            rows.append(("ours", ours(parse_cli(parser, argv)[1], args.steps, Path(tmp) / f"ours-{r}")))
+            rows.append(("plain TRL", plain_trl(parse_cli(parser, argv)[1], args.steps, Path(tmp) / f"trl-{r}")))
+    print(f"batch: {cfg.grpo.prompts_per_step} prompts x {cfg.sampling.n} samples, max {cfg.sampling.max_tokens} new "
+          f"tokens; median of steps 2-{args.steps}; importance-sampling correction "
+          f"{'on' if cfg.grpo.importance_sampling_correction else 'off'} (plain TRL has none)")
+    for name, m in rows:
+        split = (f"generation {m['generation']:.2f}, reward {m['reward']:.2f}, sync {m['sync']:.2f}, learner {m['learner']:.2f}"
+                 if name == "ours" else f"generation {m['generation']:.2f}, rest {m['step'] - m['generation']:.2f}")
+        print(f"{name:<10}: {m['step']:.2f} s/step ({split}); mean completion {m['completion_length']:.1f} tokens")
+    ours_s = statistics.median(m["step"] for name, m in rows if name == "ours")
+    trl_s = statistics.median(m["step"] for name, m in rows if name == "plain TRL")
+    print(f"speedup (plain TRL s/step / ours s/step, medians over {args.rounds} round(s)): {trl_s / ours_s:.2f}x")
     return 0
 
 

@@ -139,6 +139,9 @@ class GRPOSettings:
         "token_truncate"
     )
     importance_sampling_clip_max: float = 3.0
+    # Sample step t+1 while the learner updates on step t (one adapter version behind,
+    # weighted by the importance-sampling correction above, which it therefore needs)
+    overlap_generation: bool = False
     mask_truncated_completions: bool = False
     max_prompt_length: int = 512
     warmup_ratio: float = 0.0
@@ -366,6 +369,11 @@ def check_paths(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: prompt.template is required when prompt.template_choice=fixed")
     if cfg.sampling.n < 1:
         raise ConfigError(f"{where}: sampling.n must be >= 1")
+    if cfg.grpo.overlap_generation and not cfg.grpo.importance_sampling_correction:
+        raise ConfigError(f"{where}: grpo.overlap_generation samples one adapter version behind and needs "
+                          "grpo.importance_sampling_correction: true")
+    if cfg.grpo.overlap_generation and cfg.grpo.num_iterations != 1:
+        raise ConfigError(f"{where}: grpo.overlap_generation needs grpo.num_iterations: 1 (got {cfg.grpo.num_iterations})")
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -3,8 +3,9 @@
 TRL owns the math (group advantages, clipped surrogate, KL to the reference,
 loss types, importance sampling). We own three hooks:
 
-* ``rollout_func``: sends each group of identical prompts to the pool as one
-  request with ``n`` samples and returns token ids + the workers' logprobs;
+* ``rollout_func`` (rl/rollout_feed.py): sends each group of identical prompts to
+  the pool as one request with ``n`` samples and returns token ids + the workers'
+  logprobs; optionally generates the next step while the learner updates;
 * the reward: one TRL reward function that runs our (possibly non-linear)
   reward spec and keeps its parts for logging;
 * adapter sync: TRL calls ``vllm_generation.sync_weights()`` before generating
@@ -21,7 +22,6 @@ import signal
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import torch
 from transformers import TrainerCallback
@@ -29,12 +29,15 @@ from transformers.trainer_callback import PrinterCallback
 
 from rl import inputs
 from rl.analytics import CotLabeler
-from rl.config import Config, SamplingConfig
+from rl.config import Config
 from rl.parsing import parse_completion
 from rl.prompts import full_completion, load_templates, prompt_for_example
+from rl.rollout_feed import RolloutFeed, add_lookahead
 from rl.runs import MetricsLog, last_checkpoint, plot_run, read_metrics, save_adapter, write_resolved_config
+from rl.trl_cpu import score_only_completion_tokens_on_cpu
 
 ADAPTER_VERSIONS_KEPT = 2
+ROLLOUT_ADAPTER = "rollout_adapter"  # beside a checkpoint, with grpo.overlap_generation
 
 
 class StepStats:
@@ -49,6 +52,7 @@ class StepStats:
         self.format_ok: list[bool] = []
         self.cot_labels: list[str] = []
         self.pushes = 0
+        self.prefetch_misses = 0
 
     def drain(self, labeler: CotLabeler) -> dict[str, float]:
         out: dict[str, float] = {f"time/{k}": round(v, 4) for k, v in self.times.items()}
@@ -62,6 +66,7 @@ class StepStats:
             for name in [*sorted(labeler.weights), "other"]:
                 out[f"cot/{name}"] = self.cot_labels.count(name) / total
         out["adapter_pushes"] = self.pushes
+        out["rollout/prefetch_misses"] = self.prefetch_misses
         self.reset()
         return out
 
@@ -69,66 +74,37 @@ class StepStats:
 class AdapterSync:
     """Stands in for TRL's ``vllm_generation``: ``sync_weights()`` saves the
     policy's LoRA adapter and pushes it to every rollout worker (main process
-    only; the others wait at the barrier, so nobody generates with a stale policy)."""
+    only; the others wait at the barrier, so nobody generates with a stale policy).
+    With overlap, every process first waits for its generation in flight, which
+    must finish on the version it started with."""
 
-    def __init__(self, trainer, engine, sync_root: Path, stats: StepStats):
-        self.trainer, self.engine, self.sync_root, self.stats = trainer, engine, sync_root, stats
+    def __init__(self, trainer, engine, sync_root: Path, stats: StepStats, feed: RolloutFeed):
+        self.trainer, self.engine, self.sync_root, self.stats, self.feed = trainer, engine, sync_root, stats, feed
+        self.last_pushed: Path | None = None
+        self.push_first: Path | None = None  # resume with overlap: the adapter the next samples came from
 
     def sync_weights(self) -> None:
-        start = time.perf_counter()
         acc = self.trainer.accelerator
+        if self.feed.overlap:
+            self.feed.wait_idle()
+            acc.wait_for_everyone()
+        start = time.perf_counter()
         if acc.is_main_process:
             # versions only grow on one engine (vLLM caches adapters by id), even across runs sharing it
             version = (self.engine.adapter_version or 0) + 1
             target = self.sync_root / f"v{version:06d}"
-            model = acc.unwrap_model(self.trainer.model)
-            save_adapter(model, target)
+            if self.push_first is not None:
+                shutil.copytree(self.push_first, target)
+            else:
+                save_adapter(acc.unwrap_model(self.trainer.model), target)
             self.engine.set_adapter(str(target), version)
+            self.last_pushed = target
             for old in sorted(self.sync_root.glob("v*"))[:-ADAPTER_VERSIONS_KEPT]:
                 shutil.rmtree(old, ignore_errors=True)
             self.stats.pushes += 1
+        self.push_first = None
         acc.wait_for_everyone()
         self.stats.times["sync"] += time.perf_counter() - start
-
-
-def make_rollout_func(engine, tokenizer, sampling: SamplingConfig, seed: int, stats: StepStats):
-    """TRL calls this with the per-process prompts, each repeated once per sample;
-    we send each run of identical prompts as one request with that many samples."""
-
-    def rollout_func(prompts: list[str], trainer) -> dict[str, list]:
-        start = time.perf_counter()
-        groups: list[tuple[str, int]] = []
-        for prompt in prompts:
-            if groups and groups[-1][0] == prompt:
-                groups[-1] = (prompt, groups[-1][1] + 1)
-            else:
-                groups.append((prompt, 1))
-        out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "finish_reason": []}
-        # one engine call per distinct sample count (normally one call per step)
-        by_n: dict[int, list[int]] = defaultdict(list)
-        for i, (_, n) in enumerate(groups):
-            by_n[n].append(i)
-        results: list[Any] = [None] * len(groups)
-        # Seeds follow the prompt's place in the global batch (the engine seeds request i with
-        # seed + i*n; accelerate hands process p the p-th contiguous slice), so a step samples
-        # the same completions whatever the number of learner processes.
-        step_seed = seed * 1_000_003 + trainer.state.global_step * 7919
-        first = trainer.accelerator.process_index * len(groups)
-        for n, idxs in by_n.items():
-            token_ids = [tokenizer(groups[i][0], add_special_tokens=False)["input_ids"] for i in idxs]
-            params = SamplingConfig(**{**sampling.__dict__, "n": n, "seed": step_seed + (first + idxs[0]) * n})
-            for i, res in zip(idxs, engine.generate(token_ids, params)):
-                results[i] = res
-        for res in results:
-            for comp in res.completions:
-                out["prompt_ids"].append(list(res.prompt_token_ids))
-                out["completion_ids"].append(list(comp.token_ids))
-                out["logprobs"].append(list(comp.logprobs))
-                out["finish_reason"].append(comp.finish_reason)
-        stats.times["generation"] += time.perf_counter() - start
-        return out
-
-    return rollout_func
 
 
 def make_reward_func(reward, think_prefill: bool, stats: StepStats, labeler: CotLabeler):
@@ -254,6 +230,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbac
     from rl.rollout import connect_rollout_engine
 
     state = PartialState()
+    score_only_completion_tokens_on_cpu()  # no-op for CUDA tensors (TRL already does it there)
     reward = load_from_config(cfg.reward)  # fail on a bad spec before any model loads
     if state.is_main_process:
         model_dir = inputs.model_path(cfg)
@@ -279,6 +256,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbac
     own_engine = engine is None
     if own_engine:
         engine = connect_rollout_engine(model_dir, cfg.rollout, cfg.lora, seed=cfg.seed, create=state.is_main_process)
+    feed = RolloutFeed(engine, tokenizer, cfg.sampling, cfg.seed, stats, overlap=cfg.grpo.overlap_generation)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[make_reward_func(reward, cfg.prompt.think_prefill, stats, labeler)],
@@ -286,13 +264,18 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbac
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        rollout_func=make_rollout_func(engine, tokenizer, cfg.sampling, cfg.seed, stats),
+        rollout_func=feed,
     )
     # Route TRL's own pre-generation weight sync to our adapter push, and let its
     # importance-sampling correction use the workers' logprobs (see module doc).
     trainer.use_vllm = True
-    trainer.vllm_generation = AdapterSync(trainer, engine, sync_root, stats)
+    trainer.vllm_generation = sync = AdapterSync(trainer, engine, sync_root, stats, feed)
     trainer._last_loaded_step = -1
+    if feed.overlap:
+        add_lookahead(trainer, feed)
+        trainer.add_callback(_SaveRolloutAdapter(sync))
+        if checkpoint is not None and (checkpoint / ROLLOUT_ADAPTER).is_dir():
+            _resume_rollouts_one_version_behind(sync, feed, checkpoint / ROLLOUT_ADAPTER)
 
     logger = _LoggingCallback(cfg, run_dir, stats, labeler, state.is_main_process, checkpoint)
     trainer.add_callback(logger)
@@ -306,6 +289,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbac
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     finally:
         signal.signal(signal.SIGINT, previous)
+        feed.close()  # a prefetch for a step that will not run: let it finish before anything shuts down
     if state.is_main_process:
         final = run_dir / "adapter"
         save_adapter(trainer.accelerator.unwrap_model(trainer.model), final)
@@ -314,6 +298,37 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbac
     if state.is_main_process and own_engine:
         engine.shutdown()
     return logger.summary(run_dir)
+
+
+def _resume_rollouts_one_version_behind(sync: AdapterSync, feed: RolloutFeed, rollout_adapter: Path) -> None:
+    """With overlap, a step's samples come from the adapter one step behind. A
+    resumed run's first step therefore samples from the adapter saved beside the
+    checkpoint, then pushes the checkpoint's policy before prefetching the next
+    step: the same samples as an uninterrupted run."""
+    sync.push_first = rollout_adapter
+    pushed_policy = False
+
+    def push_policy_once() -> None:
+        nonlocal pushed_policy
+        if not pushed_policy:
+            pushed_policy = True
+            sync.sync_weights()
+
+    feed.before_prefetch = push_policy_once
+
+
+class _SaveRolloutAdapter(TrainerCallback):
+    """With overlap: beside each checkpoint, the adapter the in-flight samples
+    come from (the last one pushed), so ``--resume`` can sample them again."""
+
+    def __init__(self, sync: AdapterSync):
+        self.sync = sync
+
+    def on_save(self, args, state, control, **kw):
+        if self.sync.last_pushed is not None and state.is_world_process_zero:
+            target = Path(args.output_dir) / f"checkpoint-{state.global_step}" / ROLLOUT_ADAPTER
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(self.sync.last_pushed, target)
 
 
 class _RestorePolicyAdapter(TrainerCallback):
@@ -383,6 +398,10 @@ class _LoggingCallback(TrainerCallback):
             "loss": logs.get("loss"),
             "completion_length": logs.get("completions/mean_length"),
             "clipped_ratio": logs.get("completions/clipped_ratio"),
+            # how far the samples' policy is from the learner's (fp32, in sync: ~1e-6; overlap: one step behind)
+            "sampler_logp_diff": logs.get("sampling/sampling_logp_difference/mean"),
+            "is_ratio_min": logs.get("sampling/importance_sampling_ratio/min"),
+            "is_ratio_max": logs.get("sampling/importance_sampling_ratio/max"),
             **ours,
             "time/learner": round(max(0.0, step_time - spent), 4),
             "time/step": round(step_time, 4),

@@ -17,7 +17,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python rl/train.py` / `accelerate launch rl/train.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rl.config import Config, ConfigError, add_config_args, parse_cli  # noqa: E402
+from rl.config import ConfigError, add_config_args, parse_cli  # noqa: E402
 from rl.runs import RunDirError, prepare_run_dir  # noqa: E402
 
 

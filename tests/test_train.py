@@ -51,6 +51,8 @@ def test_refuses_to_overwrite_a_run(tmp_path):
         (["--grpo.beta", "high"], "grpo.beta must be a number"),
         (["--model.init_adapter", "/no/such/adapter"], "model.init_adapter"),
         (["--reward.spec", "no_such_reward"], "no_such_reward"),
+        (["--grpo.overlap_generation", "true", "--grpo.importance_sampling_correction", "false"],
+         "needs grpo.importance_sampling_correction"),
     ],
 )
 def test_bad_config_fails_before_any_model_loads(tmp_path, capsys, monkeypatch, override, message):
@@ -65,6 +67,78 @@ def test_bad_config_fails_before_any_model_loads(tmp_path, capsys, monkeypatch, 
     assert code == 2
     assert time.perf_counter() - start < 30
     assert message in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- learner pieces, no engine
+
+class _Batches:
+    """The bits of a transformers Trainer that rl.rollout_feed.add_lookahead touches."""
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        samples = []
+        for _ in range(num_batches):
+            try:
+                samples.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        return samples, None
+
+
+def test_lookahead_hands_the_trainer_the_same_batches_and_shows_the_next_prompts():
+    from rl.rollout_feed import RolloutFeed, add_lookahead
+
+    def epoch(tag, steps=3, accumulation=2):
+        return [[{"prompt": f"{tag}{step}.{micro}"} for _ in range(2)] for step in range(steps) for micro in range(accumulation)]
+
+    plain, looking = _Batches(), _Batches()
+    feed = RolloutFeed(engine=None, tokenizer=None, sampling=None, seed=0, stats=None)
+    add_lookahead(looking, feed)
+    for tag in ("a", "b"):  # two epochs: a fresh iterator each
+        want_it, got_it = iter(epoch(tag)), iter(epoch(tag))
+        for step in range(4):  # the 4th call finds the epoch exhausted
+            want, got = plain.get_batch_samples(want_it, 2, None), looking.get_batch_samples(got_it, 2, None)
+            assert got == want
+            # TRL generates a step from its first batch: the feed sees the next step's
+            upcoming = [f"{tag}{step + 1}.0"] * 2 if step + 1 < 3 else None
+            assert feed.next_prompts() == upcoming
+
+
+def test_cpu_learner_scores_only_completion_tokens_with_the_same_logprobs(toy_world, monkeypatch):
+    """rl/trl_cpu.py: on CPU, TRL's fused LM head scores only labelled positions
+    (as it does on CUDA), and every log-prob is what the full scoring gives."""
+    import torch
+    import trl.trainer.utils as trl_utils
+    from transformers import AutoModelForCausalLM
+
+    from rl.trl_cpu import score_only_completion_tokens_on_cpu
+
+    model = AutoModelForCausalLM.from_pretrained(toy_world.model_dir, dtype=torch.float32)
+    trl_utils.add_fused_lm_head(model)
+    torch.manual_seed(0)
+    input_ids = torch.randint(3, model.config.vocab_size, (4, 40))
+    attention = torch.ones_like(input_ids)
+    attention[0, :7] = 0  # a left-padded prompt
+    labels = input_ids.masked_fill(attention == 0, -100)
+    labels[:, :30] = -100  # the last 10 positions are the completion
+    scored = []
+    kernel = trl_utils._ChunkedLogProbFunction
+    apply = kernel.apply
+
+    def counting_apply(hidden, *args):
+        scored.append(hidden.shape[0])
+        return apply(hidden, *args)
+
+    monkeypatch.setattr(kernel, "apply", counting_apply)
+    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # undone after the test
+    assert not score_only_completion_tokens_on_cpu(enable=False)  # TRL as shipped (earlier tests may have patched)
+    with torch.no_grad():
+        full = model(input_ids=input_ids, attention_mask=attention, labels=labels, fused_lm_head=True).log_probs
+        assert score_only_completion_tokens_on_cpu()
+        assert trl_utils._use_triton(torch.device("cpu"))
+        compact = model(input_ids=input_ids, attention_mask=attention, labels=labels, fused_lm_head=True).log_probs
+    assert scored == [4 * 39, 4 * 10]  # every shifted position before, the labelled ones after
+    assert torch.allclose(full[:, -10:], compact[:, -10:], atol=1e-6)
+    assert (compact[:, :-10] == 0).all()
 
 
 # ----------------------------------------------------------------------------- real GRPO runs
@@ -156,16 +230,21 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(grpo_base, shared_
     assert (cut / "checkpoints" / "checkpoint-2").is_dir()  # the Ctrl-C checkpoint (save_steps is 100)
     resumed = run_grpo(out, "cut", base, *steps, engine=shared_engine, resume=True)
 
+    assert_same_run(straight, resumed, grpo_base_adapter_dir(base), {"reward", "loss", "kl", "format_ok"})
+
+
+def assert_same_run(straight: Path, resumed: Path, start_adapter: Path, keys: set[str]) -> None:
+    """Every logged float (``keys`` among them) and the final adapter within RESUME_RTOL / RESUME_ATOL."""
     want, got = read_metrics(straight), read_metrics(resumed)
-    assert [r["step"] for r in got] == [1, 2, 3, 4]
+    assert [r["step"] for r in got] == [r["step"] for r in want]
     compared = [k for k in want[0] if not k.startswith("time/") and isinstance(want[0][k], float)]
-    assert {"reward", "loss", "kl", "format_ok"} <= set(compared)
+    assert keys <= set(compared)
     for a, b in zip(want, got):
         for key in compared:
             assert b[key] == pytest.approx(a[key], rel=RESUME_RTOL, abs=RESUME_ATOL), (a["step"], key)
     want_w, got_w = _adapter_weights(straight / "adapter"), _adapter_weights(resumed / "adapter")
     assert want_w.keys() == got_w.keys()
-    start = _adapter_weights(grpo_base_adapter_dir(base))
+    start = _adapter_weights(start_adapter)
     moved = max(float((want_w[k] - start[k]).abs().max()) for k in want_w)
     diff = max(float((want_w[k] - got_w[k]).abs().max()) for k in want_w)
     assert moved > 100 * max(diff, 1e-9)  # training moved the adapter far more than resume perturbs it
@@ -173,25 +252,49 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(grpo_base, shared_
 
 
 @pytest.mark.slow
+def test_overlapped_generation_samples_one_version_behind_and_resumes_exactly(grpo_base, shared_engine):
+    """grpo.overlap_generation: step 1 samples on-policy (nothing was prefetched), later steps
+    sample from the adapter one step behind, every prefetch is used; and Ctrl-C + --resume
+    gives the straight run's metrics and adapter (the checkpoint keeps the sampling adapter)."""
+    out, base = grpo_base
+    steps = ["--grpo.max_steps", "4", "--grpo.save_steps", "100", "--grpo.overlap_generation", "true",
+             "--grpo.importance_sampling_correction", "true"]
+    straight = run_grpo(out, "overlap-straight", base, *steps, engine=shared_engine)
+    want = read_metrics(straight)
+    assert [r["rollout/prefetch_misses"] for r in want] == [0, 0, 0, 0]
+    assert want[0]["sampler_logp_diff"] < 1e-4  # fp32 engine, same adapter: on-policy
+    for r in want[1:]:  # one version behind: the learner has moved since these were sampled
+        assert r["sampler_logp_diff"] > 100 * max(want[0]["sampler_logp_diff"], 1e-7), r
+        assert r["is_ratio_min"] < 1 < r["is_ratio_max"]
+
+    cut = run_grpo(out, "overlap-cut", base, *steps, engine=shared_engine, callbacks=[PressCtrlC(1)])
+    assert (cut / "checkpoints" / "checkpoint-2" / "rollout_adapter" / "adapter_config.json").is_file()
+    resumed = run_grpo(out, "overlap-cut", base, *steps, engine=shared_engine, resume=True)
+    assert_same_run(straight, resumed, grpo_base_adapter_dir(base), {"reward", "loss", "kl", "sampler_logp_diff"})
+
+
+@pytest.mark.slow
 def test_two_learner_processes_share_one_pool(grpo_base, shared_engine, ray_cluster):
     """`accelerate launch --cpu --num_processes 2 rl/train.py`: rank 0 starts the pool on the
     session's Ray cluster, rank 1 attaches to it; one adapter push per step; and since the
-    sampling seeds follow the global batch, step 1 equals a one-process run's step 1."""
+    sampling seeds follow the global batch, step 1 equals a one-process run's step 1.
+    Generation overlaps the update here (the path with per-rank prefetches and barriers)."""
     import subprocess
     import sys
 
     out, base = grpo_base
-    steps = ["--grpo.max_steps", "2", "--grpo.beta", "0.04"]
+    steps = ["--grpo.max_steps", "2", "--grpo.beta", "0.04", "--grpo.importance_sampling_correction", "true"]
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
            str(REPO / "rl" / "train.py"), "--config", TOY, "--output_dir", str(out), "--run-name", "two-procs",
-           *base, *steps, "--rollout.enforce_eager", "true"]
+           *base, *steps, "--rollout.enforce_eager", "true", "--grpo.overlap_generation", "true"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     two = read_metrics(out / "two-procs")
     assert [r["step"] for r in two] == [1, 2]
     assert all(r["adapter_pushes"] == 1 for r in two)  # rank 1 never pushes; rank 0 once per step
+    assert all(r["rollout/prefetch_misses"] == 0 for r in two)  # step 2 used what was sampled during step 1
 
     one = read_metrics(run_grpo(out, "one-proc", base, *steps, engine=shared_engine))
     assert two[0]["reward"] == pytest.approx(one[0]["reward"], abs=1e-6)  # the same 16 completions
