@@ -55,7 +55,9 @@ class RolloutFeed:
         if self.overlap and step + 1 < trainer.state.max_steps:
             upcoming = self.next_prompts()
             if upcoming:
+                pushing = time.perf_counter()
                 self.before_prefetch()
+                start += time.perf_counter() - pushing  # a push is sync time, not generation
                 self._pending = ((step + 1, tuple(upcoming)), self._thread.submit(self._generate, upcoming, step + 1, rank))
         self.stats.times["generation"] += time.perf_counter() - start
         return _as_trl_output(results)
