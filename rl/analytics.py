@@ -56,3 +56,24 @@ class CotLabeler:
         counts = Counter(self.label(t) for t in thinks)
         total = max(1, len(thinks))
         return {name: counts.get(name, 0) / total for name in [*sorted(self.weights), OTHER]}
+
+
+_SOURCE_WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*", re.UNICODE)
+
+
+def _forms(text: str) -> set[str]:
+    """Words of ``text``, lowercased, and their stems (the part before a hyphenated suffix)."""
+    words = [w.lower() for w in _SOURCE_WORD.findall(text)]
+    return set(words) | {w.split("-", 1)[0] for w in words}
+
+
+def source_coverage(source: str, think: str | None) -> float | None:
+    """Share of the source's content words (3+ letters, not a stop word) that the
+    reasoning quotes or glosses: a word counts when it, or its stem, appears in ``think``.
+    Thinking that never looks at its source (generic reasoning) scores near 0. Scripts
+    written without spaces count each run of letters as one word. None: no content word."""
+    content = [w for w in (m.lower() for m in _SOURCE_WORD.findall(source)) if len(w) >= 3 and w not in _STOP]
+    if not content:
+        return None
+    forms = _forms(think or "")
+    return sum(w in forms or w.split("-", 1)[0] in forms for w in content) / len(content)

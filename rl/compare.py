@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 METRICS = {  # key -> (display name, scale for display)
+    "chrf": ("chrF", 1.0),
     "chrfpp": ("chrF++", 1.0),
     "bleu": ("BLEU", 1.0),
     "comet": ("COMET", 100.0),
     "format_failure_rate": ("Format fail %", 100.0),
+    "source_coverage": ("Source coverage %", 100.0),
 }
 IGNORED_KEYS = ("run_name", "output_dir", "eval.", "toy.cache_dir", "rollout.ray_address")
 MISSING = object()
@@ -69,7 +71,8 @@ def describe(results: dict) -> dict[str, Any]:
     model = s.get("model_dir") or s.get("model")
     if model and Path(model).exists():  # one model spelled two ways is one model; label it by its last parts
         model = "/".join(Path(model).resolve().parts[-2:])
-    desc = {"model": model, "adapter": "lora" if s.get("adapter") else "none"}
+    desc = {"model": model, "adapter": "lora" if s.get("adapter") else "none",
+            "prompt.style": (s.get("prompt") or {}).get("style", "cot")}
     desc.update({f"decoding.{k}": v for k, v in (s.get("decoding") or {}).items()})
     desc.update({"eval.split": s.get("split"), "eval.limit": s.get("limit")})
     for key, value in _flatten(results.get("run_config") or {}).items():
@@ -133,18 +136,42 @@ def _display_row(row: str) -> str:
         return row
 
 
-def compare_results(entries: list[tuple[str, dict]], metrics: list[str] | None = None) -> dict:
+def _check_shared_directions(entries: list[tuple[str, dict]]) -> None:
+    """Each entry must share a direction with the first (the Δ reference): with none
+    in common every Δ is empty and the table silently compares nothing. Averages do
+    not count: one group average over different directions is not comparable."""
+    first_name, first = entries[0]
+    first_dirs = {r["direction"] for r in first["directions"]}
+    for i, (name, results) in enumerate(entries[1:], 2):
+        dirs = {r["direction"] for r in results["directions"]}
+        if not dirs & first_dirs:
+            raise CompareError(f"entry {i} ({name}) and entry 1 ({first_name}) share no direction "
+                               f"({name}: {_dirs(dirs)}; {first_name}: {_dirs(first_dirs)}); "
+                               f"evaluate them on common directions")
+
+
+def _dirs(directions: set[str], width: int = 4) -> str:
+    shown = sorted(directions)
+    return (", ".join(shown[:width]) + (f", … ({len(shown)} in all)" if len(shown) > width else "")) or "none"
+
+
+def compare_results(entries: list[tuple[str, dict]], metrics: list[str] | None = None,
+                    labels: list[str] | None = None) -> dict:
     """The comparison as data: labels, rows {row: {metric: [value per entry]}}, deltas
-    per entry against the first ({row: {metric: Δ}}; None for the first), markdown, csv rows."""
+    per entry against the first ({row: {metric: Δ}}; None for the first), markdown, csv rows.
+    ``labels`` name the columns instead of the config keys that differ."""
     if not entries:
         raise CompareError("nothing to compare")
+    if labels is not None and len(labels) != len(entries):
+        raise CompareError(f"{len(labels)} label(s) for {len(entries)} results")
+    _check_shared_directions(entries)
     if metrics is None:
         metrics = [m for m in METRICS if any(_value(r, row, m) is not None
                                              for _, r in entries for row in _row_keys(entries))]
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise CompareError(f"unknown metric(s) {unknown}; choose from {', '.join(METRICS)}")
-    labels, keys = labels_for(entries)
+    labels, keys = (labels, []) if labels is not None else labels_for(entries)
     row_keys = _row_keys(entries)
     table = {row: {m: [_value(r, row, m) for _, r in entries] for m in metrics} for row in row_keys}
     deltas: list[dict | None] = [None]
@@ -244,10 +271,11 @@ def plot_compare(cmp: dict, path: Path) -> Path:
 
 # ----------------------------------------------------------------------------- entry points
 
-def compare(paths: list[str | Path], out: str | Path | None = None, metrics: list[str] | None = None) -> dict:
+def compare(paths: list[str | Path], out: str | Path | None = None, metrics: list[str] | None = None,
+            labels: list[str] | None = None) -> dict:
     """Load, tabulate, and (with ``out``) write compare.{md,csv,json,png}; returns :func:`compare_results`."""
     entries = [load_results(p) for p in paths]
-    cmp = compare_results(entries, metrics)
+    cmp = compare_results(entries, metrics, labels)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -269,10 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("paths", nargs="+", help="results dirs, results.json files or run dirs")
     p.add_argument("--out", default="runs/compare", help="where compare.{md,csv,json,png} go (default runs/compare)")
     p.add_argument("--metrics", help=f"comma list from {', '.join(METRICS)} (default: all present)")
+    p.add_argument("--labels", help="comma list of column labels, one per path (default: the config keys that differ)")
     args = p.parse_args(argv)
     try:
         metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
-        cmp = compare(args.paths, args.out, metrics)
+        labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
+        cmp = compare(args.paths, args.out, metrics, labels)
     except CompareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

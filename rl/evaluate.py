@@ -40,7 +40,7 @@ from rl.prompts import TemplateError  # noqa: E402
 
 DEFAULT_HF_DATASET = "openlanguagedata/flores_plus"
 GROUPS = ("all", "x->en", "en->x", "x->zh", "zh->x", "seen", "unseen")
-SCORE_KEYS = ("bleu", "chrf", "chrfpp", "comet", "format_failure_rate")
+SCORE_KEYS = ("bleu", "chrf", "chrfpp", "comet", "format_failure_rate", "source_coverage")
 ENG, ZHO = "eng_Latn", "zho_Hans"
 
 
@@ -95,10 +95,43 @@ def _adapter_tensors(adapter: Path) -> dict[str, tuple[int, ...]]:
     raise EvalError(f"adapter {adapter}: no adapter_model.safetensors or adapter_model.bin")
 
 
+def check_finite_weights(adapter: Path) -> None:
+    """Refuse an adapter with NaN/inf weights (a diverged run): vLLM serves it without
+    complaint and the evaluation reads as a normal (bad) report instead of an error.
+    Tensors are read one at a time, so a large adapter is never held whole."""
+    import torch
+
+    st, binary = adapter / "adapter_model.safetensors", adapter / "adapter_model.bin"
+    if st.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(st), framework="pt") as f:
+            tensors = ((k, f.get_tensor(k)) for k in f.keys())
+            _refuse_non_finite(st, tensors)
+    elif binary.is_file():
+        _refuse_non_finite(binary, torch.load(binary, map_location="cpu", weights_only=True).items())
+
+
+def _refuse_non_finite(file: Path, tensors) -> None:
+    import torch
+
+    for key, t in tensors:
+        if not t.is_floating_point():
+            continue
+        finite = torch.isfinite(t)
+        if not bool(finite.all()):
+            nan, bad = int(torch.isnan(t).sum()), int((~finite).sum())
+            raise EvalError(
+                f"adapter {file}: tensor {key} has {bad} non-finite value(s) of {t.numel()} ({nan} NaN, "
+                f"{bad - nan} inf); the adapter is broken (diverged training?), refusing to evaluate it"
+            )
+
+
 def check_adapter(adapter: Path, model_dir: str, trust_remote_code: bool = False) -> dict[str, Any]:
     """Fail early when ``adapter`` was not trained on ``model_dir``'s architecture: every
     LoRA matrix must fit the module it adapts (shapes from a weightless meta-device
-    model). A different base name with matching shapes is only a warning (paths move)."""
+    model). A different base name with matching shapes is only a warning (paths move).
+    NaN/inf weights fail too (:func:`check_finite_weights`)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -141,6 +174,7 @@ def check_adapter(adapter: Path, model_dir: str, trust_remote_code: bool = False
             f"adapter {adapter} does not fit model {model_dir} (trained on {base!r}): "
             + "; ".join(problems[:4]) + (f"; ... {len(problems) - 4} more" if len(problems) > 4 else "")
         )
+    check_finite_weights(adapter)
     if base and Path(str(base)).resolve() != Path(model_dir).resolve() and str(base) != str(model_dir):
         print(f"[eval] note: adapter was trained on {base}, evaluating on {model_dir} (shapes match)")
     return {"base_model_name_or_path": base, "r": acfg.get("r"), "target_modules": acfg.get("target_modules")}
@@ -282,20 +316,28 @@ def _mean(values) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def score_direction(records: list[dict], tgt: str, think_prefill: bool) -> tuple[dict, list[dict]]:
-    """Parse every completion (strict for the format rate, lenient for the answer)
-    and score the corpus with rewards' metrics; returns (row, per-sentence rows)."""
+def score_direction(records: list[dict], tgt: str, prompt_cfg) -> tuple[dict, list[dict]]:
+    """Parse every completion (strict for the format rate, lenient for the answer; a direct
+    completion is all answer) and score the corpus with rewards' metrics; returns (row,
+    per-sentence rows)."""
     from rewards.lexical import corpus_scores
-    from rl.parsing import extract_answer, parse_completion
-    from rl.prompts import full_completion
+    from rl.analytics import source_coverage
+    from rl.parsing import extract_answer, parse_completion, parse_direct
+    from rl.prompts import full_completion, uses_prefill
 
     outputs = []
     for r in records:
-        text = full_completion(r["completion"], think_prefill)
-        parsed = parse_completion(text, strict=True)
-        answer = extract_answer(text)
+        text = full_completion(r["completion"], uses_prefill(prompt_cfg))
+        if prompt_cfg.style == "direct":
+            parsed = parse_direct(text)
+            answer = parsed.answer
+        else:
+            parsed = parse_completion(text, strict=True)
+            answer = extract_answer(text)
+        think = parse_completion(text, strict=False).think if prompt_cfg.style == "cot" else None
         outputs.append({**r, "full_completion": text, "answer": answer, "hypothesis": answer or "",
-                        "format_ok": parsed.ok, "format_error": parsed.error})
+                        "format_ok": parsed.ok, "format_error": parsed.error,
+                        "source_coverage": source_coverage(r["source"], think) if think is not None else None})
     hyps, refs = [o["hypothesis"] for o in outputs], [o["reference"] for o in outputs]
     scores = corpus_scores(hyps, refs, tgt)
     n = len(outputs)
@@ -306,6 +348,8 @@ def score_direction(records: list[dict], tgt: str, think_prefill: bool) -> tuple
         "no_answer_rate": sum(o["answer"] is None for o in outputs) / n,
         "truncated_rate": sum(o.get("finish_reason") == "length" for o in outputs) / n,
         "avg_completion_tokens": sum(o.get("completion_tokens", 0) for o in outputs) / n,
+        # share of the source's content words the <think> block quotes or glosses (None: direct)
+        "source_coverage": _mean(o["source_coverage"] for o in outputs) if prompt_cfg.style == "cot" else None,
     }
     return row, outputs
 
@@ -366,8 +410,8 @@ def averages(rows: list[dict]) -> dict[str, dict]:
 # ----------------------------------------------------------------------------- writing
 
 CSV_FIELDS = ("direction", "kind", "src", "tgt", "n", "seen", "bleu", "bleu_tokenizer", "chrf", "chrfpp", "comet",
-              "format_failure_rate", "no_answer_rate", "truncated_rate", "avg_completion_tokens", "gen_seconds",
-              "cached")
+              "format_failure_rate", "no_answer_rate", "truncated_rate", "avg_completion_tokens", "source_coverage",
+              "gen_seconds", "cached")
 
 
 def _fmt(value: Any, scale: float = 1.0, digits: int = 2) -> str:
@@ -399,22 +443,27 @@ def markdown(results: dict) -> str:
         f"prompt (temperature {d['temperature']}, top-p {d['top_p']}, top-k {d['top_k']}, max {d['max_tokens']} "
         f"tokens). BLEU: sacrebleu, tokenizer per target language; chrF++: sacrebleu (word order 2); "
         + (f"COMET: {results['comet']['model']}." if has_comet else f"COMET: not computed ({results['comet']['skipped']}).")
-        + " Format fail: completions not in strict `<think>…</think><answer>…</answer>` form (%).",
+        + (" Direct prompts (no reasoning): the whole completion is the translation; format fail: empty (%)."
+           if s["prompt"].get("style") == "direct" else
+           " Format fail: completions not in strict `<think>…</think><answer>…</answer>` form (%). Coverage: share of"
+           " the source's content words the `<think>` block quotes or glosses (%)."),
         "",
     ]
-    head = ["Direction"] + (["Seen"] if has_seen else []) + ["BLEU", "chrF++"] + (["COMET"] if has_comet else []) + [
-        "Format fail %", "N"]
+    has_cov = any(r.get("source_coverage") is not None for r in results["directions"])
+    head = ["Direction"] + (["Seen"] if has_seen else []) + ["BLEU", "chrF", "chrF++"] + (["COMET"] if has_comet else []) + [
+        "Format fail %"] + (["Coverage %"] if has_cov else []) + ["N"]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for r in results["directions"]:
         cells = [short_name(r["src"], r["tgt"])]
         cells += ["✓" if r["seen"] else "✗"] if has_seen else []
-        cells += [_fmt(r["bleu"]), _fmt(r["chrfpp"])] + ([_fmt(r["comet"], 100)] if has_comet else [])
-        cells += [_fmt(r["format_failure_rate"], 100, 1), str(r["n"])]
+        cells += [_fmt(r["bleu"]), _fmt(r["chrf"]), _fmt(r["chrfpp"])] + ([_fmt(r["comet"], 100)] if has_comet else [])
+        cells += [_fmt(r["format_failure_rate"], 100, 1)] + ([_fmt(r.get("source_coverage"), 100, 1)] if has_cov else [])
+        cells += [str(r["n"])]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| Average | Directions | BLEU | chrF++ |" + (" COMET |" if has_comet else "") + " Format fail % |",
-              "|---|---:|---:|---:|" + ("---:|" if has_comet else "") + "---:|"]
+    lines += ["", "| Average | Directions | BLEU | chrF | chrF++ |" + (" COMET |" if has_comet else "") + " Format fail % |",
+              "|---|---:|---:|---:|---:|" + ("---:|" if has_comet else "") + "---:|"]
     for group, a in results["averages"].items():
-        cells = [group, str(a["n_directions"]), _fmt(a["bleu"]), _fmt(a["chrfpp"])]
+        cells = [group, str(a["n_directions"]), _fmt(a["bleu"]), _fmt(a["chrf"]), _fmt(a["chrfpp"])]
         cells += [_fmt(a["comet"], 100)] if has_comet else []
         lines.append("| " + " | ".join(cells + [_fmt(a["format_failure_rate"], 100, 1)]) + " |")
     toks = sorted({(r["bleu_tokenizer"], resolve_language(r["tgt"]).name) for r in results["directions"]})
@@ -604,7 +653,7 @@ def score(cfg: Config, p: Plan, records: dict, timing: dict) -> tuple[list[dict]
         name = direction_name(*d)
         if any(r["reference"] is None for r in records[d]):
             raise EvalError(f"{name}: some test sentences have no reference")
-        row, outs = score_direction(records[d], d[1], cfg.prompt.think_prefill)
+        row, outs = score_direction(records[d], d[1], cfg.prompt)
         seen = None if p.seen is None else (d[0] in p.seen and d[1] in p.seen)
         rows.append({"direction": name, "src": d[0], "tgt": d[1], "seen": seen, **row, "comet": None,
                      "gen_seconds": timing[d], "cached": timing[d] is None,
@@ -714,6 +763,9 @@ def config_from_args(args: argparse.Namespace, rest: list[str]) -> Config:
                       ("max_tokens", "max_tokens"), ("comet_model", "comet_model")):
         if getattr(args, flag) is not None:
             setattr(ev, key, getattr(args, flag))
+    from rl.config import check_eval_split
+
+    check_eval_split(ev.split, "--split" if args.split is not None else "eval.split")  # --eval.split: load_config
     if args.backend:
         cfg.rollout.backend = args.backend
     if args.seed is not None:

@@ -31,7 +31,7 @@ from rl import inputs
 from rl.analytics import CotLabeler
 from rl.config import Config
 from rl.parsing import parse_completion
-from rl.prompts import full_completion, load_templates, prompt_for_example
+from rl.prompts import full_completion, load_templates, prompt_for_example, uses_prefill
 from rl.rollout_feed import RolloutFeed, add_lookahead
 from rl.runs import MetricsLog, last_checkpoint, plot_run, read_metrics, save_adapter, write_resolved_config
 from rl.trl_cpu import score_only_completion_tokens_on_cpu
@@ -107,8 +107,28 @@ class AdapterSync:
         self.stats.times["sync"] += time.perf_counter() - start
 
 
+class NonFiniteRewardError(ValueError):
+    """A reward (its total or a part) came out NaN or inf for a sample."""
+
+
+def _check_finite(breakdown, sources) -> None:
+    """Refuse NaN/inf before TRL sees it: a NaN reward turns the group's advantages
+    into NaN (or TRL's nan-aware means hide it) and training goes on silently. Parts
+    first: a bad part is the cause of a bad total, so name it."""
+    for name, values in [*breakdown.parts.items(), ("total", breakdown.total)]:
+        for i, v in enumerate(values):
+            if v is not None and not math.isfinite(float(v)):
+                src = sources[i] if i < len(sources) else None
+                src = src if not isinstance(src, str) or len(src) <= 80 else src[:77] + "..."
+                raise NonFiniteRewardError(
+                    f"reward part {name!r} is {float(v)} for sample {i} of {len(values)} (source {src!r}); "
+                    "a reward must return a finite float or None (None: the sample cannot be scored)"
+                )
+
+
 def make_reward_func(reward, think_prefill: bool, stats: StepStats, labeler: CotLabeler):
-    """One TRL reward function running our reward spec; parts go to ``stats``."""
+    """One TRL reward function running our reward spec; parts go to ``stats``.
+    A NaN/inf total or part raises :class:`NonFiniteRewardError` (see ``_check_finite``)."""
 
     def reward_fn(prompts, completions, completion_ids=None, **columns) -> list[float | None]:
         start = time.perf_counter()
@@ -116,6 +136,7 @@ def make_reward_func(reward, think_prefill: bool, stats: StepStats, labeler: Cot
         hyps = [full_completion(t, think_prefill) for t in texts]
         kwargs = {k: columns[k] for k in ("src_lang", "tgt_lang", "finish_reason") if k in columns}
         breakdown = reward.score(columns["source"], hyps, columns["reference"], **kwargs)
+        _check_finite(breakdown, columns["source"])
         for name, values in breakdown.parts.items():
             stats.parts[name].extend(v for v in values if v is not None)
         parsed = [parse_completion(h) for h in hyps]
@@ -259,7 +280,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbac
     feed = RolloutFeed(engine, tokenizer, cfg.sampling, cfg.seed, stats, overlap=cfg.grpo.overlap_generation)
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=[make_reward_func(reward, cfg.prompt.think_prefill, stats, labeler)],
+        reward_funcs=[make_reward_func(reward, uses_prefill(cfg.prompt), stats, labeler)],
         args=grpo_args(cfg, run_dir, state.num_processes),
         train_dataset=dataset,
         processing_class=tokenizer,
@@ -393,6 +414,8 @@ class _LoggingCallback(TrainerCallback):
             "step": state.global_step,
             "reward": logs.get("reward"),
             "reward_std": logs.get("reward_std"),
+            # share of prompt groups whose samples all scored the same: zero advantage, no GRPO signal
+            "frac_reward_zero_std": logs.get("frac_reward_zero_std"),
             "kl": logs.get("kl"),
             "entropy": logs.get("entropy"),
             "loss": logs.get("loss"),

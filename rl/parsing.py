@@ -66,9 +66,14 @@ def strict_format_error(text: str) -> str | None:
 
 
 def _lenient_answer(text: str) -> str | None:
-    closed = re.findall(r"<answer>(.*?)</answer>", text, flags=re.DOTALL)
-    if closed:
-        answer = closed[-1]
+    """The last complete answer block wins: from the last ``<answer>`` that a
+    ``</answer>`` follows to that closing tag. A regex match would start at the
+    first ``<answer>`` and swallow an earlier, abandoned one (``<answer>a ... <answer>b</answer>``)."""
+    last_close = text.rfind(ANSWER_CLOSE)
+    start = text.rfind(ANSWER_OPEN, 0, last_close) if last_close >= 0 else -1
+    if start >= 0:
+        body = start + len(ANSWER_OPEN)
+        answer = text[body:text.find(ANSWER_CLOSE, body)]
     elif ANSWER_OPEN in text:
         answer = text.rsplit(ANSWER_OPEN, 1)[1]
     else:
@@ -81,6 +86,12 @@ def _lenient_answer(text: str) -> str | None:
 def _lenient_think(text: str) -> str | None:
     match = re.search(r"<think>(.*?)(</think>|<answer>|$)", text, flags=re.DOTALL)
     return match.group(1).strip() if match else None
+
+
+def parse_direct(text: str | None) -> ParsedCompletion:
+    """A direct translation (prompt.style=direct): the whole completion is the answer."""
+    answer = (text or "").strip()
+    return ParsedCompletion(bool(answer), None, answer or None, None if answer else "empty completion")
 
 
 def extract_answer(text: str | None) -> str | None:

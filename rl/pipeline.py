@@ -2,21 +2,34 @@
 
     python -m rl.pipeline [--config configs/toy.yaml] [--run-name NAME] [--section.key value ...]
 
-toy world (built if missing) -> cold-start SFT (if its adapter is missing) ->
-GRPO -> evaluation of the SFT-only and the GRPO adapters on the held-out set ->
-side-by-side comparison. Prints where the report and plots are.
+toy world (built if missing) -> cold-start CoT SFT and the direct-SFT baseline (each
+if its adapter is missing) -> GRPO -> evaluation on the held-out set of the base model
+translating directly, the direct-SFT adapter, the CoT-SFT adapter and the GRPO adapter
+-> one side-by-side comparison, printed at the end. R1-T1 judges itself the same way:
+reasoning + RL against plain SFT on the same pairs.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from pathlib import Path
 
-from rl.config import ConfigError, add_config_args, parse_cli
+from rl.config import Config, ConfigError, add_config_args, parse_cli
 from rl.runs import RunDirError, prepare_run_dir
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy.yaml"
+PIPELINE_METRICS = ["chrf", "bleu", "format_failure_rate", "source_coverage"]  # R1-T1's gains are read on chrF
+DIRECT_SUFFIX = "-direct"  # runs/<sft.run_name>-direct: the direct-SFT baseline's adapter
+
+
+def direct_config(cfg: Config) -> Config:
+    """The same config asking for direct translations (no CoT), and its own SFT run."""
+    direct = copy.deepcopy(cfg)
+    direct.prompt.style = "direct"
+    direct.sft.run_name = cfg.sft.run_name + DIRECT_SUFFIX
+    return direct
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser)
     parser.set_defaults(config=str(DEFAULT_CONFIG))
     parser.add_argument("--run-name", default=None, help="default: <config run_name>-<timestamp>")
+    parser.add_argument("--no-direct", action="store_true", help="skip the direct-translation baselines")
     try:
         args, cfg = parse_cli(parser, argv)
         cfg.run_name = args.run_name or f"{cfg.run_name or 'grpo'}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -33,46 +47,63 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from rl import inputs
-    from rl.compare import main as compare_main
-    from rl.evaluate import main as evaluate_main
     from rl.grpo import train
 
     start = time.perf_counter()
     model_dir = inputs.model_path(cfg)  # builds the toy world on first use
     sft_adapter = inputs.init_adapter(cfg)  # trains the cold start on first use
+    direct = None if args.no_direct else direct_config(cfg)
+    direct_adapter = _direct_adapter(direct) if direct is not None and sft_adapter else None
     print(train(cfg, run_dir))
 
-    evals = run_dir / "eval"
-    common = ["--config", args.config, "--model", model_dir]
-    passthrough = _eval_overrides(argv if argv is not None else sys.argv[1:])
-    results = []
-    for label, adapter in (("sft", sft_adapter), ("grpo", str(run_dir / "adapter"))):
-        if adapter is None:
-            continue
-        out = evals / label
-        if evaluate_main([*common, "--adapter", adapter, "--out", str(out), *passthrough]) != 0:
-            return 2
-        results.append(str(out))
-    if compare_main([*results, "--out", str(evals / "compare")]) != 0:
+    evaluations = [("grpo", cfg, str(run_dir / "adapter"))]
+    if sft_adapter:
+        evaluations.insert(0, ("cot-sft", cfg, sft_adapter))
+    if direct is not None:
+        evaluations[:0] = [("base-direct", direct, None)] + ([("direct-sft", direct, direct_adapter)] if direct_adapter else [])
+    try:
+        report = evaluate_all(model_dir, evaluations, run_dir / "eval")
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"\n[pipeline] finished in {time.perf_counter() - start:.0f}s")
     print(f"  run        {run_dir}")
     print(f"  plots      {run_dir / 'plots'}")
-    print(f"  report     {evals / 'compare'}")
+    print(f"  report     {report}")
     return 0
 
 
-def _eval_overrides(argv: list[str]) -> list[str]:
-    """The ``--eval.key value`` pairs of the command line, passed on to rl.evaluate."""
-    out, i = [], 0
-    while i < len(argv):
-        if argv[i].startswith("--eval."):
-            take = 1 if "=" in argv[i] else 2
-            out += argv[i : i + take]
-            i += take
-        else:
-            i += 1
-    return out
+def _direct_adapter(direct: Config) -> str | None:
+    """The direct-SFT baseline's adapter: trained here for the toy world (as the CoT cold
+    start is), else used when ``rl/sft.py --prompt.style direct`` has made it."""
+    from rl import inputs
+
+    if direct.model.name_or_path == "toy" or (inputs.sft_adapter_dir(direct) / "adapter_config.json").is_file():
+        return inputs.init_adapter(direct)
+    print(f"[pipeline] notice: no direct-SFT adapter at {inputs.sft_adapter_dir(direct)}; train one with "
+          f"`rl/sft.py --config X --prompt.style direct --sft.run_name {direct.sft.run_name}` to compare against it")
+    return None
+
+
+def evaluate_all(model_dir: str, evaluations: list[tuple[str, Config, str | None]], out: Path) -> Path:
+    """Evaluate each (label, config, adapter) on one shared engine, then compare them."""
+    from rl.compare import compare
+    from rl.evaluate import evaluate
+    from rl.rollout import make_rollout_engine
+
+    first = evaluations[0][1]
+    engine = make_rollout_engine(model_dir, first.rollout, first.lora, seed=first.seed)
+    try:
+        paths = []
+        for label, cfg, adapter in evaluations:
+            print(f"\n[pipeline] evaluating {label}")
+            evaluate(cfg, adapter=adapter, out=out / label, engine=engine, progress=True)
+            paths.append(out / label)
+    finally:
+        engine.shutdown()
+    cmp = compare(paths, out / "compare", metrics=PIPELINE_METRICS, labels=[label for label, _, _ in evaluations])
+    print("\n" + cmp["markdown"])
+    return out / "compare"
 
 
 if __name__ == "__main__":

@@ -163,11 +163,27 @@ def full_completion(generated: str, think_prefill: bool = True) -> str:
     return THINK_OPEN + generated if think_prefill else generated
 
 
+def uses_prefill(prompt_cfg) -> bool:
+    """Whether prompts end with ``<think>`` (never for direct prompts)."""
+    return prompt_cfg.style == "cot" and prompt_cfg.think_prefill
+
+
+def direct_messages(source: str, src_name: str, tgt_name: str, system_prompt: str | None = None) -> list[dict[str, str]]:
+    """A plain translation request (prompt.style=direct): no tags, no template, no context.
+    The system turn appears only when the config sets one (the default one names the tags)."""
+    user = {"role": "user", "content": f"Translate the following {src_name} text into {tgt_name}.\n{src_name}: {source}"}
+    return [{"role": "system", "content": system_prompt}, user] if system_prompt else [user]
+
+
 def prompt_for_example(example, tokenizer: Any, prompt_cfg, templates: dict[str, CotTemplate], seed: int = 0):
     """(prompt text, template name or None) for one rl.data.Example, as training,
     SFT and evaluation all build it."""
     from rl.languages import resolve_language
 
+    if prompt_cfg.style == "direct":
+        messages = direct_messages(example.source, resolve_language(example.src_lang).name,
+                                   resolve_language(example.tgt_lang).name, prompt_cfg.system_prompt)
+        return render_prompt(tokenizer, messages, think_prefill=False), None
     template = choose_template(
         example.id, templates, prompt_cfg.template_choice, prompt_cfg.template, prompt_cfg.template_weights, seed
     )

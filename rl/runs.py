@@ -16,7 +16,11 @@ from rl.config import Config, save_config
 
 
 class RunDirError(RuntimeError):
-    """The run directory exists (and neither --resume nor --overwrite was given), or is not resumable."""
+    """The run directory exists (and neither --resume nor --overwrite was given), is not
+    resumable, or its name is not a plain directory name."""
+
+
+CHECKPOINT_FILES = ("trainer_state.json", "adapter_model.safetensors")  # Trainer writes the state last
 
 
 def run_name(cfg: Config, default: str) -> str:
@@ -27,9 +31,13 @@ def prepare_run_dir(output_dir: str | Path, name: str, resume: bool = False, ove
     """Create ``output_dir/name`` or, with resume, check it can be continued."""
     if resume and overwrite:
         raise RunDirError("--resume and --overwrite exclude each other")
+    check_run_name(name)
     run_dir = Path(output_dir) / name
     if run_dir.exists() and any(run_dir.iterdir()):
         if resume:
+            return run_dir
+        if not _training_started(run_dir):
+            print(f"[runs] reusing {run_dir}: no training output there (only config.yaml/empty dirs of a failed start)")
             return run_dir
         if not overwrite:
             raise RunDirError(
@@ -45,17 +53,44 @@ def prepare_run_dir(output_dir: str | Path, name: str, resume: bool = False, ove
     return run_dir
 
 
+def _training_started(run_dir: Path) -> bool:
+    """A run exists once it wrote anything but its config: ``train()`` writes config.yaml
+    (and makes empty dirs such as adapter_sync/) before the engine and trainer start, so a
+    start-up failure (bad flag value, engine error) must not block the corrected command."""
+    config = run_dir / "config.yaml"
+    return any(p != config and (p.is_symlink() or not p.is_dir()) for p in run_dir.rglob("*"))
+
+
+def check_run_name(name: str) -> None:
+    """A run name is one plain directory under output_dir. ``.`` or ``..`` is
+    output_dir itself (or its parent), so ``--overwrite`` would move every run
+    aside; a ``/`` or leading ``.`` escapes it or hides the run."""
+    if not isinstance(name, str) or name.strip() in ("", ".", ".."):
+        raise RunDirError(f"run name {name!r} is not a directory name; pass --run-name NAME")
+    if "/" in name or "\\" in name or name.startswith("."):
+        raise RunDirError(f"run name {name!r} must not contain '/' or '\\' nor start with '.'; "
+                          f"pass a plain name such as --run-name my-run")
+
+
 def write_resolved_config(cfg: Config, run_dir: Path) -> None:
     save_config(cfg, run_dir / "config.yaml")
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
-    """Newest ``checkpoints/checkpoint-<step>`` (HF Trainer layout), or None."""
+    """Newest complete ``checkpoints/checkpoint-<step>`` (HF Trainer layout), or None.
+    A crash while checkpointing (full disk, kill) leaves a partial directory that
+    ``--resume`` would then crash on; those are skipped with a warning."""
     ckpts = sorted(
         (p for p in (run_dir / "checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
         key=lambda p: int(p.name.split("-")[-1]),
     )
-    return ckpts[-1] if ckpts else None
+    for ckpt in reversed(ckpts):
+        missing = [f for f in CHECKPOINT_FILES if not (ckpt / f).is_file()]
+        if not missing:
+            return ckpt
+        print(f"[runs] warning: skipping incomplete checkpoint {ckpt} (no {', '.join(missing)}; "
+              f"interrupted while saving?)")
+    return None
 
 
 class MetricsLog:

@@ -7,6 +7,9 @@ CoT data is JSONL, one object per line: src_lang, tgt_lang, source, reference,
 template (one of the six names), completion (``<think>...</think><answer>...</answer>``),
 optional id and context. The prompt is built exactly as GRPO builds it, with
 the example's own template, so the cold start and RL see the same prompts.
+
+With ``prompt.style=direct`` the same file trains the direct-translation baseline:
+plain prompts, the reference as the completion, the same pairs and step budget.
 """
 from __future__ import annotations
 
@@ -68,10 +71,15 @@ def build_sft_dataset(cfg: Config, tokenizer, data_path: str | Path):
             id=row.get("id", str(i)), src_lang=row["src_lang"], tgt_lang=row["tgt_lang"],
             source=row["source"], reference=row["reference"], context=row.get("context"),
         )
-        fixed = replace(cfg.prompt, template_choice="fixed", template=row["template"])
-        prompt, _ = prompt_for_example(ex, tokenizer, fixed, templates, cfg.seed)
+        if cfg.prompt.template_choice != "none":  # the prompt names the template the completion follows
+            prompt, _ = prompt_for_example(ex, tokenizer, replace(cfg.prompt, template_choice="fixed",
+                                                                  template=row["template"]), templates, cfg.seed)
+        else:
+            prompt, _ = prompt_for_example(ex, tokenizer, cfg.prompt, templates, cfg.seed)
         completion = row["completion"]
-        if cfg.prompt.think_prefill:  # the prompt already ends with "<think>"
+        if cfg.prompt.style == "direct":  # the direct baseline: same pairs, the reference is the completion
+            completion = row["reference"]
+        elif cfg.prompt.think_prefill:  # the prompt already ends with "<think>"
             completion = completion.split("<think>", 1)[1]
         records.append({"prompt": prompt, "completion": completion + tokenizer.eos_token})
     return Dataset.from_list(records)

@@ -6,10 +6,12 @@ The language pair has real structure, so the six CoT templates have something tr
 to say: Toy English is SVO with adjectives before nouns ("the big cats quickly chased
 the dog"); Toy Xish is SOV with adjectives after nouns, no articles, and suffixes for
 plural (-li), object (-ko) and tense (-ta past, -ru present): "miro-li tasu vana-ko bise
-polu-ta". The base model is pre-trained briefly on plain translation chats (no
-reasoning) and a little monolingual "textbook" text (glossaries, grammar rules), so it
-knows both languages partly and has never seen the ``<think>/<answer>`` format: SFT
-teaches the format, GRPO improves the translations.
+polu-ta". The base model is pre-trained on plain translation chats (no reasoning) and
+"textbook" text (grammar rules, glossaries, glossed sentences) until it translates the
+pair directly; it has never seen the ``<think>/<answer>`` format. Every toy reasoning
+glosses its whole source word by word, then takes its template's step (roles, core,
+structure, draft and back-translation, meaning, context): SFT teaches the format and the
+reasoning, GRPO rewards the translations.
 
 Everything is deterministic from ``ToyConfig.seed`` (bit-identical files on one
 machine: the pre-training runs on one thread) and cached under
@@ -35,7 +37,8 @@ from typing import Iterator
 
 from rl.config import ToyConfig
 from rl.languages import resolve_language
-from rl.prompts import TEMPLATES_DIR, build_messages, choose_template, load_templates, render_completion, render_prompt
+from rl.prompts import (DEFAULT_SYSTEM_PROMPT, TEMPLATES_DIR, build_messages, choose_template, direct_messages,
+                        load_templates, render_completion, render_prompt)
 
 SRC, TGT = "toy_en", "toy_xx"
 DIRECTIONS = ((SRC, TGT), (TGT, SRC))
@@ -237,30 +240,33 @@ def make_documents(count: int, lex: Lexicon, rng: random.Random, seen: set[str])
 
 
 # ----------------------------------------------------------------------------- reasoning
-def _grammar(s: Sentence) -> str:
-    notes = []
-    if s.subj.plural or (s.obj and s.obj.plural):
-        notes.append(f"plural {PLURAL}")
-    if s.obj:
-        notes.append(f"object {OBJECT}")
-    notes.append(f"past {PAST}" if s.past else f"present {PRESENT}")
-    return ", ".join(notes)
+def _gloss(s: Sentence, src: str, lex: Lexicon) -> str:
+    """Every source word in source order with its target form: 'big = tasu, cats = miro-li, ...'.
+    The lexical half of translation, done monotonically; the answer then only reorders
+    target forms the reasoning has already written (and, into English, adds 'the').
+    Spaces around '=' keep each word the same tokens as in a sentence ('=tasu' would be
+    other tokens than ' tasu', and the answer could not copy it)."""
+    def noun(p: Phrase, obj: bool) -> tuple[str, str]:
+        return en_plural(p.noun) if p.plural else p.noun, xx_noun(p, lex, obj)
+
+    def adj(p: Phrase) -> list[tuple[str, str]]:
+        return [(p.adj, lex.adjs[p.adj])] if p.adj else []
+
+    adv = [(s.adv, lex.advs[s.adv])] if s.adv else []
+    verb = [(en_verb_form(s), xx_verb_form(s, lex))]
+    if src == SRC:  # S Adv V O, adjective first
+        pairs = adj(s.subj) + [noun(s.subj, False)] + adv + verb + (adj(s.obj) + [noun(s.obj, True)] if s.obj else [])
+        return ", ".join(f"{en} = {xx}" for en, xx in pairs)
+    pairs = [noun(s.subj, False)] + adj(s.subj) + ([noun(s.obj, True)] + adj(s.obj) if s.obj else []) + adv + verb
+    return ", ".join(f"{xx} = {en}" for en, xx in pairs)
 
 
-def _interlinear(s: Sentence) -> str:
-    """Word-by-word English gloss in Toy Xish order: 'cat-PL big dog-OBJ quickly chase-PAST'."""
-    def noun(p: Phrase, obj: bool) -> list[str]:
-        return [p.noun + ("-PL" if p.plural else "") + ("-OBJ" if obj else ""), *([p.adj] if p.adj else [])]
-
-    words = noun(s.subj, False) + (noun(s.obj, True) if s.obj else []) + ([s.adv] if s.adv else [])
-    return " ".join(words + [s.verb + ("-PAST" if s.past else "-PRES")])
-
-
-# The reasonings are short (10-30 tokens) and each step is an operation the base can
-# learn (split, reorder, gloss, translate, compare): a 0.5M-parameter model has to
-# imitate them after a few hundred LoRA steps on two CPU cores.
+# Every reasoning quotes and glosses its whole source (the lexical step), then takes the
+# step its template names (find the roles, build the core, go through a structure,
+# draft and check, explain, use the context): a 0.5M-parameter model imitates them
+# after a few hundred LoRA steps on two CPU cores.
 def _structural(s: Sentence, src: str, lex: Lexicon) -> str:
-    """Analyse the source into roles, then state the target order."""
+    """Group the source into roles, then state the target order."""
     if src == SRC:
         roles = [("S", en_phrase(s.subj)), ("V", " ".join(w for w in (s.adv, en_verb_form(s)) if w)),
                  ("O", en_phrase(s.obj) if s.obj else None)]
@@ -273,15 +279,27 @@ def _structural(s: Sentence, src: str, lex: Lexicon) -> str:
 
 
 def _hierarchical(s: Sentence, src: str, lex: Lexicon) -> str:
-    """A rough translation of the core words, then the refinements it needs."""
-    core = [s.subj.noun] + ([s.obj.noun] if s.obj else []) + [s.verb]  # Xish order S O V
-    rough = " ".join(lex.xx(w) for w in core) if src == SRC else " ".join([core[0], core[-1], *core[1:-1]])
-    return f"Rough: {rough}. Refine: {_grammar(s)}."
+    """The core (subject, object, verb) in the target language and order, then the rest."""
+    tgt = TGT if src == SRC else SRC
+    bare = dataclasses.replace(s, subj=dataclasses.replace(s.subj, adj=None), adv=None,
+                               obj=dataclasses.replace(s.obj, adj=None) if s.obj else None)
+    extras = [w for w in (s.subj.adj, s.obj.adj if s.obj else None, s.adv) if w]
+    add = ", ".join((lex.xx(w) if tgt == TGT else w) for w in extras) or "nothing"
+    return f"Core: {render(bare, tgt, lex)}. Add: {add}."
 
 
 def _triangulating(s: Sentence, src: str, lex: Lexicon) -> str:
-    """Through the pivot: an English word-by-word gloss in Toy Xish order."""
-    return f"Pivot: {_interlinear(s)}."
+    """Through an intermediate structure: roles with lemmas and features, in target order."""
+    def phrase(role: str, p: Phrase, obj: bool) -> str:
+        head = p.noun + ("-PL" if p.plural else "") + ("-OBJ" if obj else "")
+        words = [head, p.adj] if src == SRC else [p.adj, head]
+        return f"{role} {' '.join(w for w in words if w)}"
+
+    verb = f"V {s.verb}-{'PAST' if s.past else 'PRES'}"
+    adv = [f"A {s.adv}"] if s.adv else []
+    obj = [phrase("O", s.obj, True)] if s.obj else []
+    parts = [phrase("S", s.subj, False), *obj, *adv, verb] if src == SRC else [phrase("S", s.subj, False), *adv, verb, *obj]
+    return f"Structure: {' | '.join(parts)}."
 
 
 def _back_translation(s: Sentence, src: str, lex: Lexicon, rng: random.Random) -> str:
@@ -319,7 +337,12 @@ def _context_aware(s: Sentence, src: str, lex: Lexicon, prev: Sentence | None) -
 
 
 def make_think(template: str, s: Sentence, src: str, lex: Lexicon, prev: Sentence | None, rng: random.Random) -> str:
-    """A short reasoning in the style of ``template`` that is correct for the toy pair."""
+    """The source glossed word by word, then the step of ``template``; correct for the toy pair."""
+    return f"Gloss: {_gloss(s, src, lex)}. {_template_step(template, s, src, lex, prev, rng)}"
+
+
+def _template_step(template: str, s: Sentence, src: str, lex: Lexicon, prev: Sentence | None,
+                   rng: random.Random) -> str:
     if template == "structural":
         return _structural(s, src, lex)
     if template == "hierarchical":
@@ -336,12 +359,15 @@ def make_think(template: str, s: Sentence, src: str, lex: Lexicon, prev: Sentenc
 
 
 # ----------------------------------------------------------------------------- textbook
-def make_textbook(lex: Lexicon, rng: random.Random, count: int) -> list[str]:
-    """Monolingual pre-training text about the pair: glossary lines and the grammar rules.
+def make_textbook(lex: Lexicon, rng: random.Random, count: int, sentences: list[Sentence] = ()) -> list[str]:
+    """Monolingual pre-training text about the pair: grammar rules, glossary lines and
+    glossed sentences (each word of a sentence with its translation, in sentence order).
 
-    A real base model has read dictionaries and grammar books, not only parallel
-    text; without this, a base that only ever emitted translations has to learn every
-    word of a reasoning from scratch during SFT (LoRA SFT then stalls)."""
+    A real base model has read dictionaries, grammar books and interlinear texts, not
+    only parallel text; without them, a base that only ever emitted translations has to
+    learn every word of a reasoning from scratch during SFT (LoRA SFT then stalls: CoT
+    SFT loss 3.3 after 400 steps, no gloss in its reasoning). Half the documents are
+    glossed sentences when ``sentences`` are given."""
     grammar = (f"Toy Xish grammar: word order S O Adv V, adjective after noun, no articles. "
                f"Suffixes: plural {PLURAL}, object {OBJECT}, past {PAST}, present {PRESENT}. "
                f"Toy English grammar: word order S Adv V O, adjective first, the before nouns.")
@@ -350,12 +376,15 @@ def make_textbook(lex: Lexicon, rng: random.Random, count: int) -> list[str]:
     for i in range(count):
         if i % 8 == 0:
             docs.append(grammar)
-            continue
-        pick = rng.sample(entries, 6)
-        if rng.random() < 0.5:
-            docs.append("Toy English to Toy Xish glossary: " + ", ".join(f"{e} = {x}" for e, x in pick) + ".")
+        elif sentences and i % 2:
+            s, src = rng.choice(sentences), rng.choice((SRC, TGT))
+            docs.append(f"Glossed {lang_name(src)}: {render(s, src, lex)}. Gloss: {_gloss(s, src, lex)}.")
         else:
-            docs.append("Toy Xish to Toy English glossary: " + ", ".join(f"{x} = {e}" for e, x in pick) + ".")
+            pick = rng.sample(entries, 6)
+            if rng.random() < 0.5:
+                docs.append("Toy English to Toy Xish glossary: " + ", ".join(f"{e} = {x}" for e, x in pick) + ".")
+            else:
+                docs.append("Toy Xish to Toy English glossary: " + ", ".join(f"{x} = {e}" for e, x in pick) + ".")
     return docs
 
 
@@ -407,10 +436,11 @@ def chat_messages(rec: dict, template_name: str | None = None) -> list[dict]:
 
 
 def plain_prompt(tokenizer, rec: dict, system: bool = False) -> str:
-    """The base model's prompt: a user turn asking for a translation (no template, no
-    context, no think prefill), with or without the system prompt."""
-    messages = chat_messages({**rec, "context": None})
-    return render_prompt(tokenizer, messages if system else messages[1:], think_prefill=False)
+    """The base model's prompt: the direct-translation request of ``prompt.style=direct``
+    (no template, no context, no think prefill), with or without the R1-T1 system prompt."""
+    messages = direct_messages(rec["source"], lang_name(rec["src_lang"]), lang_name(rec["tgt_lang"]),
+                               DEFAULT_SYSTEM_PROMPT if system else None)
+    return render_prompt(tokenizer, messages, think_prefill=False)
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -648,7 +678,7 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
 
     # The tokenizer learns every text the pipeline will show it: sentences, both prompt styles, CoTs.
     templates = _templates()
-    texts = [r["source"] for r in train] + [c["completion"] for c in cot] + make_textbook(lex, random.Random(0), 200)
+    texts = [r["source"] for r in train] + [c["completion"] for c in cot] + make_textbook(lex, random.Random(0), 200, [s for doc in train_docs for s in doc])
     for rec in train[:: max(1, len(train) // 500)]:
         for name in [None, *templates]:
             texts += [m["content"] for m in chat_messages(rec, name)]
@@ -657,7 +687,8 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
 
     with _single_thread():
         model = make_model(cfg, tokenizer)
-        textbook = make_textbook(lex, random.Random(f"{cfg.seed}:textbook"), len(train) // 4)
+        textbook = make_textbook(lex, random.Random(f"{cfg.seed}:textbook"), len(train) // 2,
+                                 [s for doc in train_docs for s in doc])
         losses, seen_ids = pretrain(model, tokenizer, train, textbook, cfg, progress)
         unseen = tuple(t for t in FORMAT_TOKENS if tokenizer.convert_tokens_to_ids(t) not in seen_ids)
         init_unseen_embeddings(model, tokenizer, unseen, cfg.seed)

@@ -213,6 +213,7 @@ def test_scores_equal_sacrebleu_and_parser(evaluated):
 def test_score_direction_matches_sacrebleu_on_real_text(tgt, data_dir):
     """Non-trivial hypotheses (the toy model's are mostly empty): references with words
     dropped, wrapped in the R1-T1 format, plus a tag-less and a truncated completion."""
+    from rl.config import PromptConfig
     from rl.evaluate import score_direction
 
     refs = (data_dir / "flores200" / "devtest" / f"{tgt}.devtest").read_text(encoding="utf-8").splitlines()[:8]
@@ -221,14 +222,14 @@ def test_score_direction_matches_sacrebleu_on_real_text(tgt, data_dir):
     completions += [f" plan</think><answer>{hyps[5]}", "no tags at all", f"x</think> <answer>{refs[7]}</answer>"]
     records = [{"id": str(i), "source": "s", "reference": r, "completion": c, "finish_reason": "stop",
                 "completion_tokens": 5} for i, (r, c) in enumerate(zip(refs, completions))]
-    row, outputs = score_direction(records, tgt, think_prefill=True)
+    row, outputs = score_direction(records, tgt, PromptConfig())
     expected_hyps = hyps[:6] + ["", refs[7]]
     assert [o["hypothesis"] for o in outputs] == expected_hyps
     bleu = sacrebleu.corpus_bleu(expected_hyps, [refs], tokenize=row["bleu_tokenizer"]).score
     chrfpp = sacrebleu.corpus_chrf(expected_hyps, [refs], word_order=2).score
     assert 0 < row["chrfpp"] == pytest.approx(chrfpp) and row["bleu"] == pytest.approx(bleu)
     assert row["format_failure_rate"] == pytest.approx(2 / 8) and row["no_answer_rate"] == pytest.approx(1 / 8)
-    assert row["bleu_tokenizer"] == {"zho_Hans": "zh"}.get(tgt, "13a")
+    assert row["bleu_tokenizer"] == {"zho_Hans": "zh", "tha_Thai": "char"}.get(tgt, "13a")
 
 
 def test_group_averages_and_seen_languages(evaluated):
@@ -368,3 +369,65 @@ def test_trained_adapter_end_to_end(toy_world, flores, toy_sft_adapter, toy_vllm
         assert r["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs], tokenize=r["bleu_tokenizer"]).score)
         fails = [not parse_completion(full_completion(o["completion"]), strict=True).ok for o in outputs]
         assert r["format_failure_rate"] == pytest.approx(sum(fails) / len(fails))
+
+
+# ----------------------------------------------------------------------------- direct-translation baselines
+
+def test_direct_prompts_ask_for_a_plain_translation(toy_world):
+    """prompt.style=direct: no system prompt naming the tags, no template, no <think> prefill."""
+    from transformers import AutoTokenizer
+
+    from rl.config import PromptConfig
+    from rl.data import Example
+    from rl.prompts import load_templates, prompt_for_example
+
+    tok = AutoTokenizer.from_pretrained(toy_world.model_dir)
+    ex = Example(id="x", src_lang="toy_en", tgt_lang="toy_xx", source="the cat sees the dog", reference="r",
+                 context="the dog ran")
+    templates = load_templates()
+    prompt, template = prompt_for_example(ex, tok, PromptConfig(style="direct"), templates)
+    assert template is None and prompt.endswith("<|im_start|>assistant\n")
+    assert prompt.startswith("<|im_start|>user\nTranslate the following Toy English text into Toy Xish.")
+    assert "<think>" not in prompt and "Context" not in prompt and ex.source in prompt
+    cot, _ = prompt_for_example(ex, tok, PromptConfig(style="cot", template_choice="none"), templates)
+    assert cot.endswith("<think>") and "<answer>" in cot  # the R1-T1 system prompt names the tags
+
+
+def test_direct_completions_are_scored_whole():
+    from rl.config import PromptConfig
+    from rl.evaluate import score_direction
+
+    records = [{"id": str(i), "source": "s", "reference": "miro vana-ko polu-ta", "completion": c}
+               for i, c in enumerate([" miro vana-ko polu-ta\n", "", "<think>x</think><answer>miro</answer>"])]
+    row, outputs = score_direction(records, "toy_xx", PromptConfig(style="direct"))
+    assert [o["hypothesis"] for o in outputs] == ["miro vana-ko polu-ta", "", "<think>x</think><answer>miro</answer>"]
+    assert row["format_failure_rate"] == pytest.approx(1 / 3)  # only the empty completion fails
+    assert row["source_coverage"] is None and all(o["source_coverage"] is None for o in outputs)
+    assert row["chrf"] == pytest.approx(sacrebleu.corpus_chrf([o["hypothesis"] for o in outputs],
+                                                                [[r["reference"] for r in records]]).score)
+
+
+def test_direct_sft_trains_on_the_same_pairs_with_references_as_completions(toy_world):
+    """The direct-SFT baseline reads the CoT data file: same pairs, same prompts as direct
+    evaluation, and the reference (not the reasoning) as the completion."""
+    from transformers import AutoTokenizer
+
+    from rl.config import load_config
+    from rl.pipeline import direct_config
+    from rl.sft import build_sft_dataset, load_cot_jsonl
+    from rl.prompts import load_templates
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "toy.yaml")
+    direct = direct_config(cfg)
+    assert direct.prompt.style == "direct" and direct.sft.run_name == cfg.sft.run_name + "-direct"
+    assert cfg.prompt.style == "cot" and direct.sft.max_steps == cfg.sft.max_steps  # the same budget
+    tok = AutoTokenizer.from_pretrained(toy_world.model_dir)
+    rows = load_cot_jsonl(toy_world.cot_sft_jsonl, set(load_templates()))[:20]
+    small = Path(toy_world.root) / "cot_sft.jsonl"
+    d_set = build_sft_dataset(direct, tok, small)
+    c_set = build_sft_dataset(cfg, tok, small)
+    assert len(d_set) == len(c_set) == len(load_cot_jsonl(small, set(load_templates())))
+    for row, d, c in zip(rows, d_set, c_set):
+        assert d["completion"] == row["reference"] + tok.eos_token
+        assert row["source"] in d["prompt"] and "<think>" not in d["prompt"] + d["completion"]
+        assert c["prompt"].endswith("<think>") and "</think><answer>" + row["reference"] in c["completion"]

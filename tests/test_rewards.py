@@ -17,7 +17,7 @@ from rewards.guards import copy_guard, lang_guard, length_guard
 
 SCRIPTS = {  # language -> sacrebleu's recommended BLEU tokenizer
     "deu_Latn": "13a", "zho_Hans": "zh", "jpn_Jpan": "ja-mecab", "kor_Hang": "ko-mecab",
-    "tha_Thai": "13a", "arb_Arab": "13a", "hin_Deva": "13a",
+    "tha_Thai": "char", "arb_Arab": "13a", "hin_Deva": "13a",
 }
 N_LINES = 40
 

@@ -18,7 +18,7 @@ from rl.parsing import parse_completion
 from rl.prompts import TEMPLATE_NAMES, full_completion, render_completion, render_prompt
 from rl.toy import (
     Lexicon, Phrase, Sentence, build_toy_world, chat_messages, greedy_translate, init_unseen_embeddings, make_lexicon,
-    make_think, plain_prompt, render_en, render_xx, world_key,
+    make_textbook, make_think, plain_prompt, render_en, render_xx, world_key,
 )
 
 SMALL = dict(train_sentences=300, test_sentences=30, pretrain_steps=15, vocab_words=60)
@@ -128,28 +128,61 @@ def test_lexicon_is_seeded_and_unambiguous():
 
 
 def test_reasoning_is_true_to_the_grammar():
+    """Every reasoning glosses the whole source in source order, then takes its template's step."""
     s = Sentence(Phrase("cat", True, "big"), "chase", True, Phrase("dog", False, None), "quickly")
     prev = Sentence(Phrase("box", False, None), "chase", False, Phrase("cat", False, None), None)
     rng = random.Random(0)
+    gloss = "Gloss: big = tasu, cats = miro-li, quickly = bise, chased = polu-ta, dog = vana-ko. "
     think = {t: make_think(t, s, "toy_en", LEX, prev, rng) for t in TEMPLATE_NAMES}
-    assert think["structural"] == "S: the big cats. V: quickly chased. O: the dog. Order: S O V, adjective after noun."
-    assert think["hierarchical"] == "Rough: miro vana polu. Refine: plural -li, object -ko, past -ta."
-    assert think["triangulating"] == "Pivot: cat-PL big dog-OBJ quickly chase-PAST."
-    assert think["context_aware"] == "Context: cat = miro, the object before, is the subject now."
-    assert think["explanation"] == "Meaning: several big cats chased one dog, quickly."
+    assert all(t.startswith(gloss) for t in think.values())
+    step = {t: v[len(gloss):] for t, v in think.items()}
+    assert step["structural"] == "S: the big cats. V: quickly chased. O: the dog. Order: S O V, adjective after noun."
+    assert step["hierarchical"] == "Core: miro-li vana-ko polu-ta. Add: tasu, bise."
+    assert step["triangulating"] == "Structure: S cat-PL big | O dog-OBJ | A quickly | V chase-PAST."
+    assert step["context_aware"] == "Context: cat = miro, the object before, is the subject now."
+    assert step["explanation"] == "Meaning: several big cats chased one dog, quickly."
     back = {t: make_think(t, s, "toy_xx", LEX, prev, rng) for t in TEMPLATE_NAMES}
-    assert back["structural"] == "S: miro-li tasu. O: vana-ko. V: bise polu-ta. Order: S V O, adjective first."
-    assert back["hierarchical"].startswith("Rough: cat chase dog.")
-    assert back["context_aware"].startswith("Context: miro = cat,")
+    xx_gloss = "Gloss: miro-li = cats, tasu = big, vana-ko = dog, bise = quickly, polu-ta = chased. "
+    assert all(t.startswith(xx_gloss) for t in back.values())
+    assert back["structural"].endswith("S: miro-li tasu. O: vana-ko. V: bise polu-ta. Order: S V O, adjective first.")
+    assert back["hierarchical"].endswith("Core: the cats chased the dog. Add: big, quickly.")
+    assert back["triangulating"].endswith("Structure: S big cat-PL | A quickly | V chase-PAST | O dog-OBJ.")
+    assert back["context_aware"].endswith("Context: miro = cat, the object before, is the subject now.")
     seen = set()
     for _ in range(40):  # a flawed draft is caught by the round trip; a good one is kept
-        bt = make_think("back_translation", s, "toy_en", LEX, None, rng)
+        bt = make_think("back_translation", s, "toy_en", LEX, None, rng)[len(gloss):]
         draft, backtr, verdict = re.fullmatch(r"Draft: (.*)\. Back: (.*)\. (Same|Fix: plural|Fix: past)\.?", bt).groups()
         assert backtr == {"Same": "the big cats quickly chased the dog", "Fix: plural": "the big cat quickly chased the dog",
                           "Fix: past": "the big cats quickly chase the dog"}[verdict]
         assert (draft == "miro-li tasu vana-ko bise polu-ta") == (verdict == "Same")
         seen.add(verdict)
     assert seen == {"Same", "Fix: plural", "Fix: past"}
+
+
+def test_textbook_holds_grammar_glossaries_and_glossed_sentences():
+    s = Sentence(Phrase("cat", True, "big"), "chase", True, Phrase("dog", False, None), "quickly")
+    docs = make_textbook(LEX, random.Random(0), 64, [s])
+    glossed = [d for d in docs if d.startswith("Glossed ")]
+    assert docs[0].startswith("Toy Xish grammar") and 24 <= len(glossed) <= 40
+    assert set(glossed) == {
+        "Glossed Toy English: the big cats quickly chased the dog. Gloss: big = tasu, cats = miro-li, quickly = bise, "
+        "chased = polu-ta, dog = vana-ko.",
+        "Glossed Toy Xish: miro-li tasu vana-ko bise polu-ta. Gloss: miro-li = cats, tasu = big, vana-ko = dog, "
+        "bise = quickly, polu-ta = chased."}
+    assert not [d for d in make_textbook(LEX, random.Random(0), 64) if d.startswith("Glossed ")]
+
+
+def test_source_coverage_counts_the_source_words_a_reasoning_quotes():
+    from rl.analytics import source_coverage
+
+    s = Sentence(Phrase("cat", True, "big"), "chase", True, Phrase("dog", False, None), "quickly")
+    for src in ("toy_en", "toy_xx"):
+        source = render_en(s) if src == "toy_en" else render_xx(s, LEX)
+        assert source_coverage(source, make_think("explanation", s, src, LEX, None, random.Random(0))) == 1.0
+    assert source_coverage("the big cats quickly chased the dog", "Meaning: something happened.") == 0.0
+    assert source_coverage("the big cats quickly chased the dog", "big = tasu, cats = miro-li") == 0.4  # 2 of 5 ('the' is no content word)
+    assert source_coverage("miro-li tasu", "miro = cat") == 0.5  # a stem counts; 'tasu' is not quoted
+    assert source_coverage("the a", "x") is None
 
 
 # ----------------------------------------------------------------------------- the default world
@@ -207,7 +240,7 @@ def test_tokenizer_round_trips_and_knows_the_chat_format(toy_world):
     assert full_completion(target) == c["completion"]
 
 
-def test_transformers_loads_and_the_base_translates_imperfectly(toy_world):
+def test_transformers_loads_and_the_base_knows_the_pair_but_not_the_format(toy_world):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -221,7 +254,7 @@ def test_transformers_loads_and_the_base_translates_imperfectly(toy_world):
     hyps = greedy_translate(model, tok, probe)
     chrf = sacrebleu.corpus_chrf(hyps, [[r["reference"] for r in probe]]).score
     assert abs(chrf - manifest["pretrain"]["probe_chrf"]["toy_en-toy_xx"]) < 1.0  # the saved model is the trained one
-    assert 25 < chrf < 95  # knows the language pair, leaves room for SFT and GRPO
+    assert chrf > 80  # pre-trained until it knows the pair (2,000 steps: ~100 on both CPU kinds' builds seen)
     assert manifest["pretrain"]["final_loss"] < manifest["pretrain"]["first_loss"] / 3
     # The R1-T1 tags, never seen in pre-training, got embeddings on the scale of the trained ones.
     norms = model.get_input_embeddings().weight.norm(dim=1)

@@ -17,10 +17,15 @@ from rl.train import main as train_main
 REPO = Path(__file__).resolve().parent.parent
 TOY = str(REPO / "configs" / "toy.yaml")
 RESUME_RTOL, RESUME_ATOL = 1e-5, 1e-6  # resumed vs straight run: fp32 learner, fp32 seeded engine
-# Held-out chrF gain of GRPO over its SFT start that the toy run must beat. Measured with
-# configs/toy.yaml on 2 CPU cores (SFT start: chrF 20.95): GRPO seeds 0, 1, 2 gave 24.89,
-# 24.79, 23.97 (gains 3.94, 3.84, 3.02; seed spread sd 0.50). The test runs seed 0.
-LEARNING_MARGIN = 2.0
+# Held-out chrF gain of GRPO over its CoT-SFT start (mean of both toy directions, R1-T1
+# decoding), averaged over LEARNING_SEEDS, that the toy run must beat. Measured with
+# configs/toy.yaml on a 2-core AVX-512 machine (2026-11-30), GRPO seeds 0-4 from one cold
+# start (CoT-SFT chrF 36.1-38.7 as the evaluation seed varies): gains +14.6, +11.6, +19.7,
+# +11.6, +20.7; mean 15.6, seed sd 4.3 (that of a two-seed mean: 3.1). The margin is one
+# single-seed sd: 3.8 sd of a two-seed mean below the measured mean, room for the other CPU
+# kind's numerics; and every seed must gain (the smallest gain seen was 2.7 sd above 0).
+LEARNING_SEEDS = (0, 1)
+LEARNING_MARGIN = 4.0
 
 
 def grpo_base_adapter_dir(base: list[str]) -> Path:
@@ -303,20 +308,29 @@ def test_two_learner_processes_share_one_pool(grpo_base, shared_engine, ray_clus
 
 @pytest.mark.slow
 def test_toy_grpo_learns_beyond_seed_noise(toy_world, toy_sft_adapter, shared_engine, tmp_path):
-    """configs/toy.yaml as shipped (seed 0): GRPO from the SFT cold start raises held-out
-    chrF by more than LEARNING_MARGIN (see its comment for the seed spread it is set
-    against), and the format-success rate ends above 0.9."""
+    """configs/toy.yaml as shipped, GRPO seeds LEARNING_SEEDS from the one SFT cold start: held-out
+    chrF (both toy directions, R1-T1 decoding) rises by more than LEARNING_MARGIN on the mean
+    over seeds (see its comment for the seed spread it is set against), every seed gains,
+    the format holds, and in training later steps earn more than the first ones."""
     from rl.evaluate import evaluate
 
-    run = run_grpo(tmp_path, "learn", ["--model.init_adapter", str(toy_sft_adapter)], engine=shared_engine)
-    records = read_metrics(run)
-    assert len(records) == load_config(TOY).grpo.max_steps
-
     cfg = load_config(TOY, ["--output_dir", str(tmp_path)])
-    sft = evaluate(cfg, adapter=toy_sft_adapter, out=tmp_path / "eval-sft", engine=shared_engine, progress=False)
-    grpo = evaluate(cfg, adapter=run, out=tmp_path / "eval-grpo", engine=shared_engine, progress=False)
-    (sft_row,), (grpo_row,) = sft["directions"], grpo["directions"]
-    assert grpo_row["chrf"] - sft_row["chrf"] > LEARNING_MARGIN, (sft_row, grpo_row)
-    assert 1 - grpo_row["format_failure_rate"] > 0.9  # held-out, R1-T1 decoding
-    k = 5  # and in training itself (temperature 1.0): later steps earn more than the first ones
-    assert sum(r["reward"] for r in records[-k:]) > sum(r["reward"] for r in records[:k])
+
+    def held_out(adapter, name: str) -> dict:
+        results = evaluate(cfg, adapter=adapter, out=tmp_path / name, engine=shared_engine, progress=False)
+        return results["averages"]["all"]
+
+    sft = held_out(toy_sft_adapter, "eval-sft")
+    gains = []
+    for seed in LEARNING_SEEDS:
+        run = run_grpo(tmp_path, f"learn-{seed}", ["--model.init_adapter", str(toy_sft_adapter), "--seed", str(seed)],
+                       engine=shared_engine)
+        records = read_metrics(run)
+        assert len(records) == cfg.grpo.max_steps
+        k = 5  # training itself (temperature 1.0): later steps earn more than the first ones
+        assert sum(r["reward"] for r in records[-k:]) > sum(r["reward"] for r in records[:k]), seed
+        grpo = held_out(run, f"eval-grpo-{seed}")
+        assert grpo["chrf"] > sft["chrf"], (seed, sft, grpo)  # every seed gains
+        assert 1 - grpo["format_failure_rate"] > 0.9, (seed, grpo)
+        gains.append(grpo["chrf"] - sft["chrf"])
+    assert sum(gains) / len(gains) > LEARNING_MARGIN, (gains, sft)
