@@ -79,13 +79,15 @@ class Combination:
 
 
 def _checked(result, n: int, name: str) -> list[float | None]:
-    """A reward's output as floats/None of the right length; NaN becomes None. A wrong length is a bug: raise."""
+    """A reward's output as floats/None of the right length. A wrong length or a NaN is a
+    bug in the reward: raise, naming it and the sample (None is how a reward says "cannot
+    score this one"; a NaN turned into None would drop samples silently)."""
     if result is None or isinstance(result, (str, bytes)) or not hasattr(result, "__len__"):
         raise TypeError(f"reward {name!r} must return a list of float|None, got {type(result).__name__}")
     if len(result) != n:
         raise ValueError(f"reward {name!r} returned {len(result)} values for a batch of {n}")
     out: list[float | None] = []
-    for v in result:
+    for i, v in enumerate(result):
         if v is None:
             out.append(None)
             continue
@@ -93,5 +95,8 @@ def _checked(result, n: int, name: str) -> list[float | None]:
             v = float(v)
         except (TypeError, ValueError):
             raise TypeError(f"reward {name!r} returned {v!r}; values must be float or None") from None
-        out.append(None if math.isnan(v) else v)
+        if math.isnan(v):
+            raise ValueError(f"reward {name!r} returned NaN for sample {i} of {n}; return None for a sample "
+                             "it cannot score")
+        out.append(v)
     return out

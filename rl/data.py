@@ -12,6 +12,7 @@ import dataclasses
 import json
 import random
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -134,8 +135,35 @@ def load_flores(root, directions, split: str = "devtest", limit: int | None = No
             f"FLORES: no {split} file for {lang.name} ({lang.flores200}); looked for " + ", ".join(map(str, tried))
         )
 
-    metadata = root / "metadata" / f"metadata_{split}.tsv"  # column 0 is the source URL = the document
-    return _pairs(f"flores.{split}", directions, file_of, lambda n: _read_doc_ids(metadata, 0, n, True), limit)
+    metadata = _flores_metadata(root, split)
+    doc_ids_of = (lambda n: _read_doc_ids(metadata, 0, n, True)) if metadata else (lambda n: None)
+    examples = _pairs(f"flores.{split}", directions, file_of, doc_ids_of, limit)
+    if metadata is None and examples:
+        _warn_no_context_once(f"FLORES {root}: no metadata_{split}.tsv in {root / 'metadata'} or {root}; "
+                              "examples get no previous-sentence context (context-aware prompts go without it)")
+    return examples
+
+
+def _flores_metadata(root: Path, split: str) -> Path | None:
+    """The split's metadata TSV (column 0 is the source URL = the document, which gives the
+    context): FLORES-200 keeps it in ``metadata/``, FLORES-101 beside ``dev/`` and ``devtest/``."""
+    for path in (root / "metadata" / f"metadata_{split}.tsv", root / f"metadata_{split}.tsv"):
+        if path.is_file():
+            return path
+    return None
+
+
+_warned_no_context = False
+
+
+def _warn_no_context_once(message: str) -> None:
+    """Warn the first time a corpus has no document metadata: the context is then silently
+    None for every example, which otherwise looks just like sentences that start a document.
+    Once per process: loaders run per split and per evaluation, and one warning says it."""
+    global _warned_no_context
+    if not _warned_no_context:
+        _warned_no_context = True
+        warnings.warn(message, stacklevel=3)
 
 
 def load_ntrex(root, directions, limit: int | None = None) -> list[Example]:

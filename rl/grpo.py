@@ -55,6 +55,9 @@ class StepStats:
         self.prefetch_misses = 0
 
     def drain(self, labeler: CotLabeler) -> dict[str, float]:
+        """The step's figures, then a fresh start. ``cot/<label>`` shares are over every
+        completion, so they sum to 1 with ``cot/format_fail`` (broken format) beside the
+        templates and ``other``."""
         out: dict[str, float] = {f"time/{k}": round(v, 4) for k, v in self.times.items()}
         for name, values in self.parts.items():
             vals = [v for v in values if v is not None and not math.isnan(v)]
@@ -63,7 +66,7 @@ class StepStats:
             out["format_ok"] = sum(self.format_ok) / len(self.format_ok)
         if self.cot_labels:
             total = len(self.cot_labels)
-            for name in [*sorted(labeler.weights), "other"]:
+            for name in labeler.labels:
                 out[f"cot/{name}"] = self.cot_labels.count(name) / total
         out["adapter_pushes"] = self.pushes
         out["rollout/prefetch_misses"] = self.prefetch_misses
@@ -141,7 +144,7 @@ def make_reward_func(reward, think_prefill: bool, stats: StepStats, labeler: Cot
             stats.parts[name].extend(v for v in values if v is not None)
         parsed = [parse_completion(h) for h in hyps]
         stats.format_ok.extend(p.ok for p in parsed)
-        stats.cot_labels.extend(labeler.label(p.think) for p in parsed)
+        stats.cot_labels.extend(labeler.label_completion(p) for p in parsed)  # format_fail when not p.ok
         stats.times["reward"] += time.perf_counter() - start
         return [None if v is None else float(v) for v in breakdown.total]
 
@@ -239,7 +242,10 @@ def load_policy(cfg: Config, model_dir: str, adapter: str | None):
 
 
 def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbacks=()) -> str:
-    """Run GRPO; returns a printable summary. ``run_dir`` exists (rl/runs.py made it).
+    """Run GRPO; returns a printable summary (rl/runs.py: TrainSummary) whose ``interrupted``
+    says Ctrl-C stopped it early: then the Ctrl-C checkpoint holds the run, ``--resume``
+    continues it, and no final adapter/ is written (a half-trained one would pass for the
+    result). ``run_dir`` exists (rl/runs.py made it).
     ``engine``: an already running rollout engine to use (and leave running), e.g. in tests.
     ``callbacks``: extra transformers ``TrainerCallback``s (trackers, early stopping, ...)."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -311,14 +317,15 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbac
     finally:
         signal.signal(signal.SIGINT, previous)
         feed.close()  # a prefetch for a step that will not run: let it finish before anything shuts down
+    interrupted = logger.stop_requested and trainer.state.global_step < trainer.state.max_steps
     if state.is_main_process:
-        final = run_dir / "adapter"
-        save_adapter(trainer.accelerator.unwrap_model(trainer.model), final)
+        if not interrupted:
+            save_adapter(trainer.accelerator.unwrap_model(trainer.model), run_dir / "adapter")
         plot_run(run_dir)
     state.wait_for_everyone()
     if state.is_main_process and own_engine:
         engine.shutdown()
-    return logger.summary(run_dir)
+    return logger.summary(run_dir, interrupted)
 
 
 def _resume_rollouts_one_version_behind(sync: AdapterSync, feed: RolloutFeed, rollout_adapter: Path) -> None:
@@ -388,7 +395,8 @@ class _LoggingCallback(TrainerCallback):
     def request_stop(self, signum, frame):
         if self.stop_requested:  # second Ctrl-C: stop now
             raise KeyboardInterrupt
-        print("\n[train] Ctrl-C: saving a checkpoint after this step, then stopping (Ctrl-C again to abort)")
+        print("\n[train] Ctrl-C: saving a checkpoint after this step, then stopping; --resume continues it "
+              "(Ctrl-C again to abort)")
         self.stop_requested = True
 
     def on_train_begin(self, args, state, control, **kw):
@@ -439,15 +447,28 @@ class _LoggingCallback(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
 
-    def summary(self, run_dir: Path) -> str:
+    def summary(self, run_dir: Path, interrupted: bool = False) -> str:
+        """The run in a few lines; after Ctrl-C (``interrupted``) it says so and points at
+        the checkpoint instead of a final adapter, which was not written."""
+        from rl.runs import TrainSummary
+
         records = read_metrics(run_dir)
         if not records:
-            return f"[train] no steps logged; run dir {run_dir}"
+            return TrainSummary(f"[train] no steps logged; run dir {run_dir}", interrupted)
         first, last = records[0], records[-1]
         k = max(1, min(5, len(records) // 4))
         avg = lambda key, rs: sum(r.get(key, 0.0) for r in rs) / len(rs)  # noqa: E731
+        elapsed = f"{time.perf_counter() - self.started:.0f}s"
+        if interrupted:
+            checkpoint = run_dir / "checkpoints" / f"checkpoint-{last['step']}"  # saved at the stop (on_step_end)
+            head = (f"[train] interrupted (Ctrl-C) after step {last['step']} of {self.cfg.grpo.max_steps} in {elapsed} "
+                    f"-> {run_dir}; no final adapter: --resume continues from {checkpoint.name}")
+            result = f"  checkpoint  {checkpoint}"
+        else:
+            head = f"[train] done: {last['step']} steps in {elapsed} -> {run_dir}"
+            result = f"  adapter     {run_dir / 'adapter'}"
         lines = [
-            f"[train] done: {last['step']} steps in {time.perf_counter() - self.started:.0f}s -> {run_dir}",
+            head,
             f"  reward      first {k}: {avg('reward', records[:k]):.3f}   last {k}: {avg('reward', records[-k:]):.3f}",
             f"  format_ok   first: {first.get('format_ok', float('nan')):.2f}   last: {last.get('format_ok', float('nan')):.2f}",
             f"  kl (last)   {last.get('kl', 0.0):.4f}",
@@ -455,8 +476,8 @@ class _LoggingCallback(TrainerCallback):
                 f"{key[5:]} {avg(key, records):.2f}s" for key in ("time/generation", "time/reward", "time/learner", "time/sync")
                 if key in last
             ),
-            f"  adapter     {run_dir / 'adapter'}",
+            result,
             f"  plots       {run_dir / 'plots'}",
             f"  metrics     {run_dir / 'metrics.jsonl'}   (tensorboard --logdir {run_dir / 'tensorboard'})",
         ]
-        return "\n".join(lines)
+        return TrainSummary("\n".join(lines), interrupted)

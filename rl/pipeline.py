@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from rl.config import Config, ConfigError, add_config_args, parse_cli
-from rl.runs import RunDirError, prepare_run_dir
+from rl.runs import EXIT_INTERRUPTED, RunDirError, prepare_run_dir
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy.yaml"
 PIPELINE_METRICS = ["chrf", "bleu", "format_failure_rate", "source_coverage"]  # R1-T1's gains are read on chrF
@@ -54,7 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     sft_adapter = inputs.init_adapter(cfg)  # trains the cold start on first use
     direct = None if args.no_direct else direct_config(cfg)
     direct_adapter = _direct_adapter(direct) if direct is not None and sft_adapter else None
-    print(train(cfg, run_dir))
+    summary = train(cfg, run_dir)
+    print(summary)
+    if summary.interrupted:  # no final adapter: evaluating the checkpoint's would report a half-trained run
+        print(f"[pipeline] stopped: GRPO was interrupted, nothing was evaluated. Continue it with "
+              f"`python rl/train.py --output_dir {cfg.output_dir} --run-name {cfg.run_name} --resume`", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
     evaluations = [("grpo", cfg, str(run_dir / "adapter"))]
     if sft_adapter:

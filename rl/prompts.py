@@ -45,6 +45,9 @@ class CotTemplate:
     steps: tuple[str, ...]
     example: dict[str, str]
     pivot_language: str | None = None
+    # optional: the words that most tell this template's reasoning apart (its step labels);
+    # rl.analytics.CotLabeler weighs them above the prose of title, steps and example
+    keywords: tuple[str, ...] = ()
 
 
 def load_template(path: str | Path) -> CotTemplate:
@@ -59,11 +62,14 @@ def load_template(path: str | Path) -> CotTemplate:
     for key, kind in required.items():
         if not isinstance(raw.get(key), kind) or not raw[key]:
             raise TemplateError(f"{path}: field '{key}' must be a non-empty {kind.__name__}")
-    unknown = set(raw) - set(required) - {"pivot_language"}
+    unknown = set(raw) - set(required) - {"pivot_language", "keywords"}
     if unknown:
         raise TemplateError(f"{path}: unknown field(s) {sorted(unknown)}")
     if not all(isinstance(s, str) and s.strip() for s in raw["steps"]):
         raise TemplateError(f"{path}: every entry of 'steps' must be a non-empty string")
+    keywords = raw.get("keywords", [])
+    if not isinstance(keywords, list) or not all(isinstance(k, str) and k.strip() for k in keywords):
+        raise TemplateError(f"{path}: 'keywords' must be a list of non-empty strings")
     for key in ("source_lang", "target_lang", "source", "think", "answer"):
         if not isinstance(raw["example"].get(key), str):
             raise TemplateError(f"{path}: example.{key} must be a string")
@@ -74,6 +80,7 @@ def load_template(path: str | Path) -> CotTemplate:
         steps=tuple(raw["steps"]),
         example={k: " ".join(str(v).split()) for k, v in raw["example"].items()},
         pivot_language=raw.get("pivot_language"),
+        keywords=tuple(keywords),
     )
 
 

@@ -7,12 +7,14 @@ deleting it, so nothing already written is lost.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-from rl.config import Config, save_config
+from rl.config import Config, ConfigError, save_config
 
 
 class RunDirError(RuntimeError):
@@ -74,6 +76,87 @@ def check_run_name(name: str) -> None:
 
 def write_resolved_config(cfg: Config, run_dir: Path) -> None:
     save_config(cfg, run_dir / "config.yaml")
+
+
+# Keys a resumed run may take from the command line: where and how long it runs, not
+# what it learns. Placement and engine knobs (the pool, its memory, eager mode), the
+# machine it is planned for, evaluation settings (training never reads them), COMET's
+# batch/GPU placement, gradient checkpointing (same numbers, less memory), and how long
+# it trains and how often it saves. "x.*" allows every key of section x.
+RESUME_SAFE_KEYS = (
+    "run_name", "output_dir",
+    "grpo.max_steps", "grpo.save_steps", "grpo.gradient_checkpointing",
+    "rollout.ray_address", "rollout.num_workers", "rollout.max_num_seqs", "rollout.enforce_eager",
+    "rollout.cpu_kv_cache_gb", "rollout.gpus_per_worker", "rollout.cpus_per_worker",
+    "rollout.gpu_memory_utilization", "rollout.max_failures",
+    "reward.comet_batch_size", "reward.comet_gpus",
+    "hardware.*", "eval.*",
+)
+
+
+def resume_config(saved: Config, requested: Config) -> Config:
+    """The config a ``--resume`` continues with: the run's own (``saved``, its
+    config.yaml) with the command line's changes to RESUME_SAFE_KEYS applied. Any other
+    change (reward, init adapter, batch size, seed, ...) would silently make the
+    checkpoint's run a different experiment, so it raises ConfigError naming each key."""
+    changed = changed_keys(saved, requested)
+    refused = [key for key in changed if not _resume_safe(key)]
+    if refused:
+        details = "; ".join(f"{key}: {_value(saved, key)!r} in the run, {_value(requested, key)!r} now" for key in refused)
+        raise ConfigError(
+            f"--resume would change what the run learns: {details}. Resume with the run's own values "
+            f"(drop those overrides, or leave out --config: the run's config.yaml is then the base), or start "
+            f"a new run (--run-name NEW, or --overwrite). On resume only these may change: {', '.join(RESUME_SAFE_KEYS)}"
+        )
+    merged = copy.deepcopy(saved)
+    for key in changed:
+        _set_value(merged, key, copy.deepcopy(_value(requested, key)))
+    return merged
+
+
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two configs (sections are recursed
+    into; a dict- or list-valued key such as reward.spec is compared whole)."""
+    keys = []
+    for f in dataclasses.fields(old):
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if dataclasses.is_dataclass(a):
+            keys += changed_keys(a, b, f"{prefix}{f.name}.")
+        elif a != b:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _resume_safe(key: str) -> bool:
+    return key in RESUME_SAFE_KEYS or f"{key.split('.')[0]}.*" in RESUME_SAFE_KEYS
+
+
+def _value(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _set_value(cfg: Any, key: str, value: Any) -> None:
+    *sections, name = key.split(".")
+    setattr(_value(cfg, ".".join(sections)) if sections else cfg, name, value)
+
+
+EXIT_INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT (Ctrl-C)
+
+
+class TrainSummary(str):
+    """What ``rl.grpo.train`` returns: the printable summary (a str, as before), and
+    ``interrupted``: Ctrl-C stopped the run before its last step. There is then no
+    final adapter/, only the checkpoint ``--resume`` continues, so a caller must not
+    go on as if training had finished (rl/train.py and rl/pipeline.py exit 130)."""
+
+    interrupted: bool
+
+    def __new__(cls, text: str, interrupted: bool = False) -> TrainSummary:
+        summary = super().__new__(cls, text)
+        summary.interrupted = interrupted
+        return summary
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:

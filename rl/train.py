@@ -17,8 +17,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python rl/train.py` / `accelerate launch rl/train.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rl.config import ConfigError, add_config_args, parse_cli  # noqa: E402
-from rl.runs import RunDirError, prepare_run_dir  # noqa: E402
+from rl.config import Config, ConfigError, add_config_args, load_config, parse_cli  # noqa: E402
+from rl.runs import EXIT_INTERRUPTED, RunDirError, prepare_run_dir, resume_config  # noqa: E402
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = prepare_run_dir(cfg.output_dir, cfg.run_name, resume=args.resume, overwrite=args.overwrite)
         else:
             run_dir = Path(cfg.output_dir) / cfg.run_name
-    except RunDirError as exc:
+        if args.resume:  # every rank: rank 0's train() rewrites config.yaml only after a barrier
+            cfg = _resumed_config(parser, argv, cfg, run_dir)
+    except (RunDirError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -69,7 +71,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if is_main:
         print(summary)
-    return 0
+    return EXIT_INTERRUPTED if summary.interrupted else 0
+
+
+def _resumed_config(parser: argparse.ArgumentParser, argv: list[str] | None, cfg: Config, run_dir: Path) -> Config:
+    """--resume continues the run's own experiment: its config.yaml, with only the
+    command line's safe changes (rl/runs.py: resume_config). Without --config that
+    config.yaml is also the base the overrides apply to, so
+    ``rl/train.py --run-name NAME --resume`` needs nothing else."""
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():  # a start that failed before train() wrote it: nothing to hold to
+        return cfg
+    saved = load_config(saved_path)
+    args, overrides = parser.parse_known_args(argv)
+    requested = cfg
+    if args.config is None:
+        requested = load_config(saved_path, overrides)
+        requested.run_name, requested.output_dir = cfg.run_name, cfg.output_dir  # the run dir found above
+    return resume_config(saved, requested)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

@@ -125,3 +125,11 @@ def test_frac_reward_zero_std_is_logged(tmp_path):
     callback.on_log(None, SimpleNamespace(global_step=3), None, logs=logs)
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["step"] == 3 and record["frac_reward_zero_std"] == 0.25
+
+
+def test_nan_from_a_real_combination_part_raises_naming_part_and_sample():
+    def nan_second(sources, hypotheses, references, **columns):
+        return [0.5, math.nan]
+
+    with pytest.raises(ValueError, match=r"'nan_second' returned NaN for sample 1 of 2"):
+        Combination([Part("nan_second", 1.0, nan_second)]).score(["a", "b"], ["x", "y"], ["r", "s"])
