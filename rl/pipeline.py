@@ -107,8 +107,29 @@ def evaluate_all(model_dir: str, evaluations: list[tuple[str, Config, str | None
     finally:
         engine.shutdown()
     cmp = compare(paths, out / "compare", metrics=PIPELINE_METRICS, labels=[label for label, _, _ in evaluations])
-    print("\n" + cmp["markdown"])
+    print("\n" + side_by_side(cmp))
     return out / "compare"
+
+
+def side_by_side(cmp: dict) -> str:
+    """One column per model, chrF / BLEU per direction, then format failures and source
+    coverage of the mean: the closing table of the main job (compare.md has every Δ)."""
+    from rl.compare import _display_row
+
+    def cell(values: list, i: int, scale: float = 1.0) -> str:
+        return "–" if values[i] is None else f"{values[i] * scale:.2f}"
+
+    labels, rows = cmp["labels"], cmp["rows"]
+    lines = ["| chrF / BLEU | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    for row, vals in rows.items():
+        if row.startswith("avg:") and row != "avg:all":
+            continue
+        cells = [f"{cell(vals['chrf'], i)} / {cell(vals['bleu'], i)}" for i in range(len(labels))]
+        lines.append(f"| {_display_row(row)} | " + " | ".join(cells) + " |")
+    mean = rows["avg:all"]
+    for metric, name in (("format_failure_rate", "format failures %"), ("source_coverage", "source coverage %")):
+        lines.append(f"| {name} | " + " | ".join(cell(mean[metric], i, 100) for i in range(len(labels))) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -119,3 +119,21 @@ def test_load_results_errors(tmp_path):
         load_results(tmp_path / "bad")
     with pytest.raises(CompareError, match="no results.json"):
         load_results(tmp_path / "empty")
+
+
+def test_main_job_closing_table_has_one_column_per_model():
+    from rl.compare import compare_results
+    from rl.pipeline import PIPELINE_METRICS, side_by_side
+
+    def results(chrf: float, coverage: float | None) -> dict:
+        rows = [{"direction": d, "src": d.split("-")[0], "tgt": d.split("-")[1], "chrf": chrf + k, "bleu": chrf / 2,
+                 "format_failure_rate": 0.05, "source_coverage": coverage} for k, d in enumerate(("toy_en-toy_xx", "toy_xx-toy_en"))]
+        mean = {"chrf": chrf + 0.5, "bleu": chrf / 2, "format_failure_rate": 0.05, "source_coverage": coverage}
+        return {"directions": rows, "averages": {"all": mean}, "settings": {"model": "m", "decoding": {}}}
+
+    cmp = compare_results([("a", results(90.0, None)), ("b", results(40.0, 0.3))], PIPELINE_METRICS, ["direct", "cot"])
+    table = side_by_side(cmp).splitlines()
+    assert table[0] == "| chrF / BLEU | direct | cot |"
+    assert table[2] == "| toy_en→toy_xx | 90.00 / 45.00 | 40.00 / 20.00 |"
+    assert table[4] == "| avg all | 90.50 / 45.00 | 40.50 / 20.00 |"
+    assert table[-1] == "| source coverage % | – | 30.00 |" and table[-2] == "| format failures % | 5.00 | 5.00 |"
