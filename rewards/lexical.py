@@ -71,6 +71,8 @@ def _metric(kind: str, tokenize: str = "13a"):
         return CHRF(word_order=2)
     if kind == "bleu":
         return BLEU(tokenize=tokenize, effective_order=True)  # effective order: sacrebleu's sentence_bleu default
+    if kind == "bleu-noeff":
+        return BLEU(tokenize=tokenize)  # all four orders, as corpus_bleu: under 4 tokens scores 0
     raise ValueError(f"unknown lexical metric {kind!r}")
 
 
@@ -90,6 +92,8 @@ def spm_pieces(text: str, spm_model: str) -> str:
 
 def _score_pairs(kind: str, tokenize: str, pairs: list[tuple[str, str]]) -> list[float]:
     metric = _metric(kind, tokenize)
+    if kind == "bleu-noeff":  # corpus_score of one line: sentence_score would warn on every call without eff. order
+        return [metric.corpus_score([h], [[r]]).score for h, r in pairs]
     return [metric.sentence_score(h, [r]).score for h, r in pairs]
 
 
@@ -114,11 +118,12 @@ def _sentence_metric(kind: str, sources, hypotheses, references, *,
         if not ans:
             out[i] = 0.0  # empty, tag-less or answer-less completion: defined as zero
             continue
-        tok = "none" if (kind == "bleu" and spm_model) else (bleu_tokenizer(tgt[i]) if kind == "bleu" else "13a")
+        is_bleu = kind.startswith("bleu")
+        tok = "none" if (is_bleu and spm_model) else (bleu_tokenizer(tgt[i]) if is_bleu else "13a")
         groups.setdefault(tok, []).append(i)
     for tok, idx in groups.items():
         pairs = [(hyp_text[i], refs[i]) for i in idx]
-        if spm_model and kind == "bleu":
+        if spm_model and kind.startswith("bleu"):
             pairs = [(spm_pieces(h, spm_model), spm_pieces(r, spm_model)) for h, r in pairs]
         try:
             scores = _score_unique(kind, tok, pairs)
@@ -148,9 +153,17 @@ def chrfpp(sources, hypotheses, references, **columns) -> list[float | None]:
     return _sentence_metric("chrfpp", sources, hypotheses, references, **columns)
 
 
-def bleu(sources, hypotheses, references, *, spm_model: str | None = None, **columns) -> list[float | None]:
-    """Sentence BLEU (effective order), 0-100, tokenizer by ``tgt_lang``; spBLEU with a local ``spm_model``."""
-    return _sentence_metric("bleu", sources, hypotheses, references, spm_model=spm_model, **columns)
+def bleu(sources, hypotheses, references, *, spm_model: str | None = None, effective_order: bool = True,
+         **columns) -> list[float | None]:
+    """Sentence BLEU, 0-100, tokenizer by ``tgt_lang``; spBLEU with a local ``spm_model``.
+
+    ``effective_order=True`` (sacrebleu's ``sentence_bleu`` default) drops n-gram
+    orders the hypothesis is too short to have, so a correct 1-3 token answer
+    scores 100. ``False`` is ``sacrebleu.corpus_bleu([hyp], [[ref]])``: all four
+    orders always count, so an answer under 4 tokens scores 0 (MT-R1-Zero's reward).
+    """
+    kind = "bleu" if effective_order else "bleu-noeff"
+    return _sentence_metric(kind, sources, hypotheses, references, spm_model=spm_model, **columns)
 
 
 def corpus_scores(hypotheses: Sequence[str | None], references: Sequence[str], tgt_lang: str | None = None,

@@ -4,12 +4,42 @@
     when the format fails. Parts: ``format`` (1/0), ``comet`` (raw COMET,
     default Unbabel/wmt22-comet-da). The total is None only when the format
     holds and COMET could not score the sample.
-``mt-r1-zero`` (MT-R1-Zero "Mix", arXiv 2504.10160): format +1 / -1; answer
-    reward ``BLEU/100 + COMETKiwi`` (CometKiwi's native 0-1 scale, i.e. the
-    paper's COMETKiwi/100) when the format holds, -2 when it fails; total =
-    format + answer (so a failed format totals -3). Parts: ``format`` (+1/-1),
-    ``bleu`` (0-100), ``comet_kiwi`` (raw, default Unbabel/wmt22-cometkiwi-da).
-    The paper's answer tag is ``<translate>``; here it is our ``<answer>``.
+``mt-r1-zero`` (MT-R1-Zero "Mix", arXiv 2504.10160), after ``compute_score`` in
+    their ``verl/utils/reward_score/mt_score.py`` (github.com/fzp0424/MT-R1-Zero;
+    reward_metric=Merge, reward_type=continuous, check_think=True, scale 100):
+    format +1 / -1; answer ``BLEU/100 + COMETKiwi`` (CometKiwi's native 0-1
+    scale, i.e. their score/100) when the format holds and the answer is not
+    empty, else -2; total = format + answer. So a failed format totals -3 and an
+    empty answer in a good format -1. Parts: ``format`` (+1/-1), ``bleu``
+    (0-100), ``comet_kiwi`` (0-1, default Unbabel/wmt22-cometkiwi-da).
+    Reproduced from their code:
+    - BLEU is their ``compute_bleu``: ``sacrebleu.corpus_bleu([answer], [[ref]])``
+      on one line, i.e. all four n-gram orders and no effective order (an
+      answer under 4 tokens scores 0, where sentence BLEU with effective order
+      gives a correct one 100), exp smoothing, no lowercasing, read back at 2
+      decimals (they parse ``BLEU = 12.34`` out of the score's string).
+    - COMETKiwi at 2 decimals on the 0-100 scale (their COMET-free worker's
+      ``round(score * 100, 2)``), divided by 100.
+    - An empty answer passes the format (their ``validate_response_structure``
+      only counts and orders the four tags) and takes -2 on the answer.
+    Departures, kept on purpose:
+    - Tag: theirs ``<translate>``, ours ``<answer>``.
+    - Format: ours is the strict form of :mod:`rewards.format` (text before
+      ``<think>``, between the blocks or after ``</answer>`` fails); theirs
+      needs each of ``<think> </think> <translate> </translate>`` exactly once
+      and in order, and ignores any other text (their string is decoded with
+      special tokens, so an end-of-turn token follows the answer). Cost: a
+      completion with a remark after ``</answer>`` totals -3 here and
+      ``1 + BLEU/100 + COMETKiwi`` there (about 1 to 3); the policy learns to
+      stop at ``</answer>`` instead. Both fail missing, repeated or
+      out-of-order tags (-3).
+    - BLEU tokenizer: theirs is ``zh`` for a Chinese target, ``ja-mecab`` for
+      Japanese, ``13a`` otherwise; ours is :func:`rewards.lexical.bleu_tokenizer`
+      (the same for those, but also ``zh`` for Cantonese/Wu, ``ko-mecab`` for
+      Korean, ``char`` for Thai, Khmer, Lao and Myanmar, ``char`` for Japanese
+      without MeCab), so scores differ for those targets only.
+    - A sample without a reference (they always have one): BLEU is None and the
+      total uses COMETKiwi alone; None when neither scored it.
 ``chrf-format`` (this product's CPU default, no model needed):
     ``0.2 + 0.01 * chrF`` when the format holds, 0 when it fails (as R1-T1),
     plus ``copy_guard + lang_guard + length_guard`` (each 0 or -1). chrF/100
@@ -28,10 +58,12 @@ from __future__ import annotations
 
 from functools import partial
 
+from rewards.base import RewardBreakdown, answers, batch_size
 from rewards.combine import Combination, Part
 from rewards.format import format_reward
 from rewards.guards import copy_guard, lang_guard, length_guard
 from rewards.lexical import bleu, chrf
+from rl.parsing import strict_format_error
 
 
 def _comet_kwargs(comet_model, comet_batch_size, comet_gpus) -> dict:
@@ -76,27 +108,64 @@ def r1t1(comet_model=None, comet_batch_size=None, comet_gpus=None) -> Combinatio
     return Combination([Part("format", 0.2, format_reward), Part("comet", 1.0, comet)], total_fn=total, name="r1t1")
 
 
+class _MtR1Zero(Combination):
+    """MT-R1-Zero's total also needs to know which answers are empty (-2 on the
+    answer, format still +1), which the parts alone cannot say (BLEU and COMETKiwi
+    score an empty answer 0, as they may score a real one)."""
+
+    def score(self, sources, hypotheses, references, **columns) -> RewardBreakdown:
+        answered = [bool(a) for a in answers(hypotheses)]
+        inner = Combination(self.parts, total_fn=partial(_mt_r1_zero_total, answered=answered), name=self.name)
+        return inner.score(sources, hypotheses, references, **columns)
+
+
+def _mt_r1_zero_total(v: dict[str, list], answered: list[bool]) -> list[float | None]:
+    """Their ``compute_score``: ``format_score + answer_score``, answer -2 unless
+    the format holds and the answer is not empty."""
+    out = []
+    for fmt, b, k, has_answer in zip(v["format"], v["bleu"], v["comet_kiwi"], answered):
+        if fmt < 0 or not has_answer:
+            out.append(fmt - 2.0)
+        elif b is None and k is None:
+            out.append(None)
+        else:
+            out.append(fmt + (b or 0.0) / 100.0 + (k or 0.0))
+    return out
+
+
+def mt_r1_zero_format(sources, hypotheses, references, **columns) -> list[float | None]:
+    """+1 / -1: our strict format, except that an empty answer passes (as in their
+    ``validate_response_structure``); the total then takes -2 on the answer."""
+    batch_size(sources, hypotheses, references)
+    return [1.0 if isinstance(h, str) and strict_format_error(h) in (None, "empty answer") else -1.0
+            for h in hypotheses]
+
+
+def mt_r1_zero_bleu(sources, hypotheses, references, **columns) -> list[float | None]:
+    """Their ``compute_bleu``: ``corpus_bleu`` of one line (no effective order), at 2 decimals."""
+    scores = bleu(sources, hypotheses, references, effective_order=False, **columns)
+    return [None if s is None else float(f"{s:.2f}") for s in scores]
+
+
+def _kiwi_two_decimals(kiwi):
+    """Their COMET-free worker keeps ``round(score * 100, 2)``; the preset divides by 100 again."""
+    def comet_kiwi(sources, hypotheses, references, **columns) -> list[float | None]:
+        return [None if s is None else round(float(s) * 100, 2) / 100
+                for s in kiwi(sources, hypotheses, references, **columns)]
+
+    comet_kiwi.scorer = kiwi
+    return comet_kiwi
+
+
 def mt_r1_zero(comet_model=None, comet_batch_size=None, comet_gpus=None) -> Combination:
     from rewards.comet import CometKiwiReward
 
     kiwi = CometKiwiReward(**_comet_kwargs(comet_model, comet_batch_size, comet_gpus))
-
-    def total(v: dict[str, list]) -> list[float | None]:
-        out = []
-        for fmt, b, k in zip(v["format"], v["bleu"], v["comet_kiwi"]):
-            if fmt < 0:
-                out.append(fmt - 2.0)
-            elif b is None and k is None:
-                out.append(None)
-            else:
-                out.append(fmt + (b or 0.0) / 100.0 + (k or 0.0))
-        return out
-
-    return Combination([
-        Part("format", 1.0, partial(format_reward, ok=1.0, fail=-1.0)),
-        Part("bleu", 0.01, bleu),
-        Part("comet_kiwi", 1.0, kiwi),
-    ], total_fn=total, name="mt-r1-zero")
+    return _MtR1Zero([
+        Part("format", 1.0, mt_r1_zero_format),
+        Part("bleu", 0.01, mt_r1_zero_bleu),
+        Part("comet_kiwi", 1.0, _kiwi_two_decimals(kiwi)),
+    ], total_fn=_mt_r1_zero_total, name="mt-r1-zero")  # .score binds the total to the batch's empty answers
 
 
 PRESETS = {"chrf-format": chrf_format, "r1t1": r1t1, "mt-r1-zero": mt_r1_zero}

@@ -390,13 +390,38 @@ EVAL_SPLITS = ("dev", "devtest")  # FLORES' two public splits
 def check_limits(cfg: Config, where: str) -> None:
     """Step and length limits that would otherwise mean something else silently:
     TRL reads max_steps <= 0 as "train by epochs" (hundreds of steps), and a
-    max_model_len that cannot hold max_tokens fails only once engines are up."""
+    max_model_len that cannot hold max_tokens fails only once engines are up; nor may it
+    exceed the model's positions where they are known without a download."""
     if cfg.grpo.max_steps < 1:
         raise ConfigError(f"{where}: grpo.max_steps must be >= 1 (got {cfg.grpo.max_steps}); "
                           "epoch-based GRPO training is not supported, give the number of steps")
     if cfg.rollout.max_model_len <= cfg.sampling.max_tokens:
         raise ConfigError(f"{where}: rollout.max_model_len ({cfg.rollout.max_model_len}) must be larger than "
                           f"sampling.max_tokens ({cfg.sampling.max_tokens}): it holds the prompt and the completion")
+    # Nor more than the model's own positions: known for the toy model (rl/toy.py, 1024) and for a local
+    # directory whose config.json says max_position_embeddings; a hub id is not looked up (no download here).
+    import json
+
+    name = cfg.model.name_or_path
+    if name == "toy":
+        positions, source = 1024, "the toy model (rl/toy.py)"
+    else:
+        config_json = Path(name).expanduser() / "config.json"
+        try:
+            hf = json.loads(config_json.read_text(encoding="utf-8")) if config_json.is_file() else {}
+        except (OSError, ValueError):
+            hf = {}  # unreadable: loading the model reports it
+        hf = hf if isinstance(hf, dict) else {}
+        if "max_position_embeddings" not in hf and isinstance(hf.get("text_config"), dict):
+            hf = hf["text_config"]
+        positions, source = hf.get("max_position_embeddings"), f"max_position_embeddings in {config_json}"
+        rope = hf.get("rope_scaling")
+        factor = rope.get("factor") if isinstance(rope, dict) else None
+        if isinstance(positions, int) and isinstance(factor, (int, float)) and factor > 1:
+            positions, source = int(positions * factor), f"{source} x rope_scaling factor {factor:g}"
+    if isinstance(positions, int) and not isinstance(positions, bool) and cfg.rollout.max_model_len > positions:
+        raise ConfigError(f"{where}: rollout.max_model_len ({cfg.rollout.max_model_len}) is more than the model's "
+                          f"{positions} positions ({source}); lower rollout.max_model_len to at most {positions}")
 
 
 def check_eval_split(split: str, key: str) -> None:

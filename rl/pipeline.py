@@ -83,6 +83,9 @@ def _direct_adapter(direct: Config) -> str | None:
     start is), else used when ``rl/sft.py --prompt.style direct`` has made it."""
     from rl import inputs
 
+    if direct.model.init_adapter != "auto":  # a cold start named by path has no direct twin to find
+        print("[pipeline] notice: model.init_adapter names an adapter, so there is no direct-SFT baseline to compare")
+        return None
     if direct.model.name_or_path == "toy" or (inputs.sft_adapter_dir(direct) / "adapter_config.json").is_file():
         return inputs.init_adapter(direct)
     print(f"[pipeline] notice: no direct-SFT adapter at {inputs.sft_adapter_dir(direct)}; train one with "
