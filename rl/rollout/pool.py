@@ -287,9 +287,10 @@ class RolloutPool:
         return infos
 
     def worker_info(self) -> list[dict]:
-        """Per worker: pid, adapter version, LoRA ids held, adapter dirs on disk."""
+        """Per worker: pid, adapter version, LoRA ids held, adapter dirs on disk. A worker
+        that Ray is restarting is waited for, not reported as an error."""
         ray = _ray()
-        info = ray.get([w.ready.remote() for w in self.workers])
+        info = self._wait_ready(range(len(self.workers)))
         for d, loras, dirs in zip(info, ray.get([w.loaded_adapters.remote() for w in self.workers]),
                                   ray.get([w.adapter_dirs.remote() for w in self.workers])):
             d.update(loaded_adapters=loras, adapter_dirs=dirs)
