@@ -322,22 +322,17 @@ def score_direction(records: list[dict], tgt: str, prompt_cfg) -> tuple[dict, li
     per-sentence rows)."""
     from rewards.lexical import corpus_scores
     from rl.analytics import source_coverage
-    from rl.parsing import extract_answer, parse_completion, parse_direct
+    from rl.parsing import parse_completion, parse_direct
     from rl.prompts import full_completion, uses_prefill
 
     outputs = []
     for r in records:
         text = full_completion(r["completion"], uses_prefill(prompt_cfg))
-        if prompt_cfg.style == "direct":
-            parsed = parse_direct(text)
-            answer = parsed.answer
-        else:
-            parsed = parse_completion(text, strict=True)
-            answer = extract_answer(text)
-        think = parse_completion(text, strict=False).think if prompt_cfg.style == "cot" else None
-        outputs.append({**r, "full_completion": text, "answer": answer, "hypothesis": answer or "",
+        # one lenient parse: its ok/error are the strict format's, its answer and think the lenient ones
+        parsed = parse_direct(text) if prompt_cfg.style == "direct" else parse_completion(text, strict=False)
+        outputs.append({**r, "full_completion": text, "answer": parsed.answer, "hypothesis": parsed.answer or "",
                         "format_ok": parsed.ok, "format_error": parsed.error,
-                        "source_coverage": source_coverage(r["source"], think) if think is not None else None})
+                        "source_coverage": None if parsed.think is None else source_coverage(r["source"], parsed.think)})
     hyps, refs = [o["hypothesis"] for o in outputs], [o["reference"] for o in outputs]
     scores = corpus_scores(hyps, refs, tgt)
     n = len(outputs)
