@@ -6,7 +6,7 @@ A reward is any callable
 
 over one batch. ``hypotheses`` are the full completions as the model wrote
 them (with a ``<think>`` prefill re-attached); metric rewards score the answer
-that :func:`rl.parsing.extract_answer` finds in them. ``columns`` always carry
+that :func:`rl.core.parsing.extract_answer` finds in them. ``columns`` always carry
 ``src_lang`` and ``tgt_lang`` (FLORES-200 codes, or toy codes) and may carry
 more (``finish_reason``, ``truncated``, ...). ``None`` in the output means
 "this sample cannot be scored"; one bad sample never raises.
@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rl.parsing import extract_answer
+from rl.core.parsing import extract_answer
 
 log = logging.getLogger("rewards")
 

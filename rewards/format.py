@@ -1,13 +1,13 @@
 """Format reward: the strict R1-T1 form, exactly one ``<think>`` block then one ``<answer>`` block.
 
-Uses the one shared parser (:func:`rl.parsing.parse_completion`, strict), so the
+Uses the one shared parser (:func:`rl.core.parsing.parse_completion`, strict), so the
 format-success rate that training logs is the one evaluation reports.
 Empty, None, tag-less, truncated (unterminated) and nested completions all fail.
 """
 from __future__ import annotations
 
 from rewards.base import batch_size
-from rl.parsing import parse_completion
+from rl.core.parsing import parse_completion
 
 
 def format_reward(sources, hypotheses, references, *, ok: float = 1.0, fail: float = 0.0,

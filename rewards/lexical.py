@@ -21,7 +21,7 @@ Speed: one metric object per (metric, tokenizer) is reused (sacrebleu's
 ``sentence_chrf`` builds a new one per call: 1.6x slower), and identical
 (hypothesis, reference) pairs in a batch (common in GRPO groups) are scored
 once. A process pool was measured and dropped: on the 2-core CI machine it was
-slower (spawn start-up, cores already busy with generation); rl/bench_rewards.py
+slower (spawn start-up, cores already busy with generation); rl/bench/rewards.py
 prints the figures.
 """
 from __future__ import annotations
@@ -170,7 +170,7 @@ def corpus_scores(hypotheses: Sequence[str | None], references: Sequence[str], t
                   spm_model: str | None = None) -> dict:
     """Corpus BLEU, chrF and chrF++ with their sacrebleu signatures (and spBLEU given a local SPM model).
 
-    ``hypotheses`` are translations (run :func:`rl.parsing.extract_answer` on
+    ``hypotheses`` are translations (run :func:`rl.core.parsing.extract_answer` on
     completions first); a None hypothesis counts as an empty translation.
     """
     if len(hypotheses) != len(references):

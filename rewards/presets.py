@@ -63,7 +63,7 @@ from rewards.combine import Combination, Part
 from rewards.format import format_reward
 from rewards.guards import copy_guard, lang_guard, length_guard
 from rewards.lexical import bleu, chrf
-from rl.parsing import strict_format_error
+from rl.core.parsing import strict_format_error
 
 
 def _comet_kwargs(comet_model, comet_batch_size, comet_gpus) -> dict:

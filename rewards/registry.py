@@ -84,7 +84,7 @@ def load(spec: Any, *, comet_model: str | None = None, comet_batch_size: int | N
 
 
 def load_from_config(reward_cfg) -> Combination:
-    """``load`` for an rl.config RewardConfig (spec, comet_model, comet_batch_size, comet_gpus)."""
+    """``load`` for an rl.core.config RewardConfig (spec, comet_model, comet_batch_size, comet_gpus)."""
     return load(reward_cfg.spec, comet_model=reward_cfg.comet_model, comet_batch_size=reward_cfg.comet_batch_size,
                 comet_gpus=reward_cfg.comet_gpus)
 

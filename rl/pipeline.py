@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from rl.config import Config, ConfigError, add_config_args, parse_cli
-from rl.runs import EXIT_INTERRUPTED, RunDirError, prepare_run_dir
+from rl.core.config import Config, ConfigError, add_config_args, parse_cli
+from rl.core.runs import EXIT_INTERRUPTED, RunDirError, prepare_run_dir
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy.yaml"
 PIPELINE_METRICS = ["chrf", "bleu", "format_failure_rate", "source_coverage"]  # R1-T1's gains are read on chrF
@@ -46,12 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    from rl import inputs
-    from rl.grpo import train
+    from rl.core import resolve
+    from rl.learn.sft import cold_start_adapter
+    from rl.learn.grpo import train
 
     start = time.perf_counter()
-    model_dir = inputs.model_path(cfg)  # builds the toy world on first use
-    sft_adapter = inputs.init_adapter(cfg)  # trains the cold start on first use
+    model_dir = resolve.model_path(cfg)  # builds the toy world on first use
+    sft_adapter = cold_start_adapter(cfg)  # trains the cold start on first use
     direct = None if args.no_direct else direct_config(cfg)
     direct_adapter = _direct_adapter(direct) if direct is not None and sft_adapter else None
     summary = train(cfg, run_dir)
@@ -81,22 +82,23 @@ def main(argv: list[str] | None = None) -> int:
 def _direct_adapter(direct: Config) -> str | None:
     """The direct-SFT baseline's adapter: trained here for the toy world (as the CoT cold
     start is), else used when ``rl/sft.py --prompt.style direct`` has made it."""
-    from rl import inputs
+    from rl.core import resolve
+    from rl.learn.sft import cold_start_adapter
 
     if direct.model.init_adapter != "auto":  # a cold start named by path has no direct twin to find
         print("[pipeline] notice: model.init_adapter names an adapter, so there is no direct-SFT baseline to compare")
         return None
-    if direct.model.name_or_path == "toy" or (inputs.sft_adapter_dir(direct) / "adapter_config.json").is_file():
-        return inputs.init_adapter(direct)
-    print(f"[pipeline] notice: no direct-SFT adapter at {inputs.sft_adapter_dir(direct)}; train one with "
+    if direct.model.name_or_path == "toy" or (resolve.sft_adapter_dir(direct) / "adapter_config.json").is_file():
+        return cold_start_adapter(direct)
+    print(f"[pipeline] notice: no direct-SFT adapter at {resolve.sft_adapter_dir(direct)}; train one with "
           f"`rl/sft.py --config X --prompt.style direct --sft.run_name {direct.sft.run_name}` to compare against it")
     return None
 
 
 def evaluate_all(model_dir: str, evaluations: list[tuple[str, Config, str | None]], out: Path) -> Path:
     """Evaluate each (label, config, adapter) on one shared engine, then compare them."""
-    from rl.compare import compare
-    from rl.evaluate import evaluate
+    from rl.eval.compare import compare
+    from rl.eval.evaluate import evaluate
     from rl.rollout import make_rollout_engine
 
     first = evaluations[0][1]
@@ -117,7 +119,7 @@ def evaluate_all(model_dir: str, evaluations: list[tuple[str, Config, str | None
 def side_by_side(cmp: dict) -> str:
     """One column per model, chrF / BLEU per direction, then format failures and source
     coverage of the mean: the closing table of the main job (compare.md has every Δ)."""
-    from rl.compare import _display_row
+    from rl.eval.report import display_row
 
     def cell(values: list, i: int, scale: float = 1.0) -> str:
         return "–" if values[i] is None else f"{values[i] * scale:.2f}"
@@ -128,7 +130,7 @@ def side_by_side(cmp: dict) -> str:
         if row.startswith("avg:") and row != "avg:all":
             continue
         cells = [f"{cell(vals['chrf'], i)} / {cell(vals['bleu'], i)}" for i in range(len(labels))]
-        lines.append(f"| {_display_row(row)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {display_row(row)} | " + " | ".join(cells) + " |")
     mean = rows["avg:all"]
     for metric, name in (("format_failure_rate", "format failures %"), ("source_coverage", "source coverage %")):
         lines.append(f"| {name} | " + " | ".join(cell(mean[metric], i, 100) for i in range(len(labels))) + " |")

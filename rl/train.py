@@ -17,8 +17,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python rl/train.py` / `accelerate launch rl/train.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rl.config import Config, ConfigError, add_config_args, load_config, parse_cli  # noqa: E402
-from rl.runs import EXIT_INTERRUPTED, RunDirError, prepare_run_dir, resume_config  # noqa: E402
+from rl.core.config import Config, ConfigError, add_config_args, load_config, parse_cli  # noqa: E402
+from rl.core.runs import EXIT_INTERRUPTED, RunDirError, prepare_run_dir, resume_config  # noqa: E402
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.run_name = args.run_name
     cfg.run_name = cfg.run_name or "grpo"
     if args.dry_run:
-        from rl.plan import print_plan
+        from rl.tools.plan import print_plan
 
         return print_plan(cfg)
     is_main = int(os.environ.get("RANK", "0")) == 0
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    from rl.grpo import train
+    from rl.learn.grpo import train
 
     try:
         summary = train(cfg, run_dir, resume=args.resume)
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _resumed_config(parser: argparse.ArgumentParser, argv: list[str] | None, cfg: Config, run_dir: Path) -> Config:
     """--resume continues the run's own experiment: its config.yaml, with only the
-    command line's safe changes (rl/runs.py: resume_config). Without --config that
+    command line's safe changes (rl/core/runs.py: resume_config). Without --config that
     config.yaml is also the base the overrides apply to, so
     ``rl/train.py --run-name NAME --resume`` needs nothing else."""
     saved_path = run_dir / "config.yaml"
@@ -93,9 +93,9 @@ def _resumed_config(parser: argparse.ArgumentParser, argv: list[str] | None, cfg
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from rewards import RewardSpecError
-    from rl.data import DataError
-    from rl.languages import UnknownLanguageError
-    from rl.prompts import TemplateError
+    from rl.core.data import DataError
+    from rl.core.languages import UnknownLanguageError
+    from rl.core.prompts import TemplateError
     from rl.rollout import AdapterError
 
     return (ConfigError, RunDirError, RewardSpecError, DataError, UnknownLanguageError, TemplateError, AdapterError)

@@ -27,10 +27,10 @@ def data_dir(request) -> Path:
 
 @pytest.fixture(scope="session")
 def toy_world():
-    """The default toy world (rl/toy.py), cached in <repo>/.toy_cache: built once (~110 s on
+    """The default toy world (rl/tools/toy.py), cached in <repo>/.toy_cache: built once (~110 s on
     one core), then reused by every later session until its config or generator changes."""
-    from rl.config import ToyConfig
-    from rl.toy import build_toy_world
+    from rl.core.config import ToyConfig
+    from rl.tools.toy import build_toy_world
 
     return build_toy_world(ToyConfig(), root=REPO_ROOT, progress=False)
 
@@ -38,8 +38,8 @@ def toy_world():
 @pytest.fixture(scope="session")
 def toy_sft_adapter(toy_world, tmp_path_factory) -> Path:
     """The cold-start LoRA adapter of configs/toy.yaml's SFT stage (rl/sft.py), trained once per session."""
-    from rl.config import load_config
-    from rl.sft import run_sft
+    from rl.core.config import load_config
+    from rl.learn.sft import run_sft
 
     out = tmp_path_factory.mktemp("sft")
     cfg = load_config(REPO_ROOT / "configs" / "toy.yaml", ["--output_dir", str(out)])
@@ -50,7 +50,7 @@ def toy_sft_adapter(toy_world, tmp_path_factory) -> Path:
 def toy_vllm_engine(toy_world):
     """One in-process vLLM engine (backend "vllm", fp32, eager: starts in ~10 s) on the toy
     model, shared by the evaluation tests, which swap adapters on it (LoRA rank <= 16)."""
-    from rl.config import RolloutConfig
+    from rl.core.config import RolloutConfig
     from rl.rollout import make_rollout_engine
 
     engine = make_rollout_engine(str(toy_world.model_dir), RolloutConfig(

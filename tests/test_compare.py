@@ -1,4 +1,4 @@
-"""rl.compare on real evaluations of two runs that differ only in their reward spec,
+"""rl.eval.compare on real evaluations of two runs that differ only in their reward spec,
 and on hand-made result sets where the expected labels are known exactly.
 
 FLORES-200 lines are copied at test time into tmp_path (CC BY-SA 4.0; NLLB Team et al.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from rl.compare import CompareError, compare, compare_results, labels_for, load_results
-from rl.evaluate import evaluate
+from rl.eval.compare import CompareError, compare, compare_results, labels_for, load_results
+from rl.eval.evaluate import evaluate
 from test_evaluate import AnswerEngine, eval_config, make_run, mini_flores
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,14 +115,14 @@ def test_labels_and_missing_cells():
 def test_load_results_errors(tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "results.json").write_text("{}")
-    with pytest.raises(CompareError, match="not an rl.evaluate results.json"):
+    with pytest.raises(CompareError, match="not an rl.eval.evaluate results.json"):
         load_results(tmp_path / "bad")
     with pytest.raises(CompareError, match="no results.json"):
         load_results(tmp_path / "empty")
 
 
 def test_main_job_closing_table_has_one_column_per_model():
-    from rl.compare import compare_results
+    from rl.eval.compare import compare_results
     from rl.pipeline import PIPELINE_METRICS, side_by_side
 
     def results(chrf: float, coverage: float | None) -> dict:

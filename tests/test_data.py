@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rl.data import (
+from rl.core.data import (
     DataError,
     Example,
     load_examples,
@@ -24,7 +24,7 @@ from rl.data import (
     load_tsv,
     write_jsonl,
 )
-from rl.languages import parse_directions
+from rl.core.languages import parse_directions
 
 
 def _lines(path: Path) -> list[str]:
@@ -292,7 +292,7 @@ def test_load_examples_dispatch(data_dir, tmp_path):
 @pytest.mark.parametrize(
     "source, path, limit, match",
     [
-        ("toy", None, None, "rl.toy"),
+        ("toy", None, None, "rl.tools.toy"),
         ("csv", "x", None, "unknown data source"),
         ("flores", None, None, "needs a path"),
         ("flores", "/nonexistent/flores", None, "does not exist"),

@@ -1,4 +1,4 @@
-"""rl.evaluate on the toy model through the real vLLM engine: a few real FLORES lines
+"""rl.eval.evaluate on the toy model through the real vLLM engine: a few real FLORES lines
 (a CJK and a Thai target among them) plus the toy test direction.
 
 FLORES-200 excerpts are copied at test time from the shared data into tmp_path
@@ -18,11 +18,11 @@ import pytest
 import sacrebleu
 import yaml
 
-from rl.config import Config, save_config
-from rl.data import DataError
-from rl.evaluate import EvalError, evaluate
-from rl.parsing import parse_completion
-from rl.prompts import full_completion
+from rl.core.config import Config, save_config
+from rl.core.data import DataError
+from rl.eval.evaluate import EvalError, evaluate
+from rl.core.parsing import parse_completion
+from rl.core.prompts import full_completion
 from helpers_models import save_random_lora
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def eval_config(toy_world, flores: Path | None, directions: str = ALL_DIRS, limi
 
 def toy_world_config(toy_world):
     """The ToyConfig that finds the session's toy world in its cache (so toy directions load from it)."""
-    from rl.config import ToyConfig
+    from rl.core.config import ToyConfig
 
     params = json.loads(Path(toy_world.manifest_json).read_text())["params"]
     return ToyConfig(**params, cache_dir=str(Path(toy_world.root).parent))
@@ -213,8 +213,8 @@ def test_scores_equal_sacrebleu_and_parser(evaluated):
 def test_score_direction_matches_sacrebleu_on_real_text(tgt, data_dir):
     """Non-trivial hypotheses (the toy model's are mostly empty): references with words
     dropped, wrapped in the R1-T1 format, plus a tag-less and a truncated completion."""
-    from rl.config import PromptConfig
-    from rl.evaluate import score_direction
+    from rl.core.config import PromptConfig
+    from rl.eval.evaluate import score_direction
 
     refs = (data_dir / "flores200" / "devtest" / f"{tgt}.devtest").read_text(encoding="utf-8").splitlines()[:8]
     hyps = [r[: len(r) * (i + 3) // 10].strip() for i, r in enumerate(refs[:6])]  # 30%..80% of each reference
@@ -281,7 +281,7 @@ def test_resume_skips_finished_directions(toy_world, flores, toy_vllm_engine, tm
 
 def _bad_adapter(tmp_path: Path) -> Path:
     """An adapter for a Qwen2 whose MLP is wider than the toy model's (same names, other shapes)."""
-    from rl.bench_rollout import build_random_qwen2
+    from rl.tools.random_models import build_random_qwen2
 
     other = build_random_qwen2(tmp_path / "other-model", hidden_size=128, num_layers=2, num_heads=2, num_kv_heads=2,
                                intermediate_size=384, vocab_size=300)
@@ -322,7 +322,7 @@ def test_prompt_too_long_and_bad_adapter_path_fail_early(toy_world, flores, tmp_
 
 @pytest.mark.slow
 def test_cli_hf_backend_and_error_exit(toy_world, flores, run_dir, tmp_path):
-    """`python -m rl.evaluate` end to end on the in-process transformers backend, with a
+    """`python -m rl.eval.evaluate` end to end on the in-process transformers backend, with a
     run dir as --adapter and a --baseline; then a bad language exits 2 with a clear line."""
     out_base, out_run = tmp_path / "base", tmp_path / "run"
     common = [sys.executable, "-m", "rl.evaluate", "--model", str(toy_world.model_dir), "--data-dir", str(flores),
@@ -377,9 +377,9 @@ def test_direct_prompts_ask_for_a_plain_translation(toy_world):
     """prompt.style=direct: no system prompt naming the tags, no template, no <think> prefill."""
     from transformers import AutoTokenizer
 
-    from rl.config import PromptConfig
-    from rl.data import Example
-    from rl.prompts import load_templates, prompt_for_example
+    from rl.core.config import PromptConfig
+    from rl.core.data import Example
+    from rl.core.prompts import load_templates, prompt_for_example
 
     tok = AutoTokenizer.from_pretrained(toy_world.model_dir)
     ex = Example(id="x", src_lang="toy_en", tgt_lang="toy_xx", source="the cat sees the dog", reference="r",
@@ -394,8 +394,8 @@ def test_direct_prompts_ask_for_a_plain_translation(toy_world):
 
 
 def test_direct_completions_are_scored_whole():
-    from rl.config import PromptConfig
-    from rl.evaluate import score_direction
+    from rl.core.config import PromptConfig
+    from rl.eval.evaluate import score_direction
 
     records = [{"id": str(i), "source": "s", "reference": "miro vana-ko polu-ta", "completion": c}
                for i, c in enumerate([" miro vana-ko polu-ta\n", "", "<think>x</think><answer>miro</answer>"])]
@@ -412,10 +412,10 @@ def test_direct_sft_trains_on_the_same_pairs_with_references_as_completions(toy_
     evaluation, and the reference (not the reasoning) as the completion."""
     from transformers import AutoTokenizer
 
-    from rl.config import load_config
+    from rl.core.config import load_config
     from rl.pipeline import direct_config
-    from rl.sft import build_sft_dataset, load_cot_jsonl
-    from rl.prompts import load_templates
+    from rl.learn.sft import build_sft_dataset, load_cot_jsonl
+    from rl.core.prompts import load_templates
 
     cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "toy.yaml")
     direct = direct_config(cfg)

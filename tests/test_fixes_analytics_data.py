@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-import rl.data
-from rl.analytics import FORMAT_FAIL, OTHER, CotLabeler
-from rl.data import load_flores
-from rl.parsing import parse_completion
-from rl.prompts import TEMPLATE_NAMES, TEMPLATES_DIR, TemplateError, load_template, load_templates
-from rl.toy import SRC, TGT, make_documents, make_lexicon, make_think
+import rl.core.data
+from rl.core.analytics import FORMAT_FAIL, OTHER, CotLabeler
+from rl.core.data import load_flores
+from rl.core.parsing import parse_completion
+from rl.core.prompts import TEMPLATE_NAMES, TEMPLATES_DIR, TemplateError, load_template, load_templates
+from rl.tools.toy import SRC, TGT, make_documents, make_lexicon, make_think
 
 TEMPLATES = load_templates()
 
@@ -91,7 +91,7 @@ def test_a_broken_completion_is_format_fail_not_its_reasoning(labeler):
 
 
 def test_drain_shares_cover_every_completion_format_fail_included(labeler):
-    from rl.grpo import StepStats
+    from rl.learn.grpo import StepStats
 
     stats = StepStats()
     stats.cot_labels = ["structural", "structural", OTHER, FORMAT_FAIL, FORMAT_FAIL, "hierarchical", FORMAT_FAIL, OTHER]
@@ -107,7 +107,7 @@ def test_drain_shares_cover_every_completion_format_fail_included(labeler):
 
 def test_reward_function_counts_broken_completions_as_format_fail(labeler):
     from rewards.base import RewardBreakdown
-    from rl.grpo import StepStats, make_reward_func
+    from rl.learn.grpo import StepStats, make_reward_func
 
     class Fixed:
         def score(self, sources, hypotheses, references, **columns):
@@ -157,7 +157,7 @@ def test_flores101_metadata_beside_the_splits_gives_context(flores, tmp_path):
 
 
 def test_flores_without_metadata_warns_once(flores, tmp_path, monkeypatch):
-    monkeypatch.setattr(rl.data, "_warned_no_context", False)
+    monkeypatch.setattr(rl.core.data, "_warned_no_context", False)
     root = _flores101(flores, tmp_path / "bare", metadata=False)
     with pytest.warns(UserWarning, match="metadata_devtest.tsv") as caught:
         got = load_flores(root, "en-zh")

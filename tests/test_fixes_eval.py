@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from helpers_models import build_tiny_qwen2, save_random_lora
-from rl.config import ConfigError, load_config
-from rl.evaluate import EvalError, build_arg_parser, check_adapter, check_finite_weights, config_from_args
+from rl.core.config import ConfigError, load_config
+from rl.eval.evaluate import EvalError, build_arg_parser, check_adapter, check_finite_weights, config_from_args
 
 REPO = Path(__file__).resolve().parent.parent
 TOY = str(REPO / "configs" / "toy.yaml")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rl.config import Config, ConfigError, check_limits, load_config
+from rl.core.config import Config, ConfigError, check_limits, load_config
 
 
 def model_dir(tmp_path, **hf):

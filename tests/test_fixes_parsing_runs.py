@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rl.compare import CompareError, compare_results
-from rl.parsing import extract_answer, parse_completion
-from rl.runs import RunDirError, last_checkpoint, prepare_run_dir
+from rl.eval.compare import CompareError, compare_results
+from rl.core.parsing import extract_answer, parse_completion
+from rl.core.runs import RunDirError, last_checkpoint, prepare_run_dir
 
 
 # ----------------------------------------------------------------------------- parsing

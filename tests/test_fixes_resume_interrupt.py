@@ -1,7 +1,7 @@
 """Fixes: Ctrl-C makes an interrupted run say so and exit 130 (no final adapter, the
 pipeline evaluates nothing); --resume holds to the run's own config.yaml and refuses
 command-line changes that would make it another experiment. No training runs here:
-``rl.grpo.train`` is replaced by fakes."""
+``rl.learn.grpo.train`` is replaced by fakes."""
 from __future__ import annotations
 
 import copy
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from rl.analytics import CotLabeler
-from rl.config import ConfigError, load_config
-from rl.grpo import StepStats, _LoggingCallback
-from rl.runs import EXIT_INTERRUPTED, TrainSummary, changed_keys, resume_config, write_resolved_config
+from rl.core.analytics import CotLabeler
+from rl.core.config import ConfigError, load_config
+from rl.learn.grpo import StepStats, _LoggingCallback
+from rl.core.runs import EXIT_INTERRUPTED, TrainSummary, changed_keys, resume_config, write_resolved_config
 from rl.train import main as train_main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,7 +73,7 @@ def test_changed_keys_compares_mappings_and_lists_whole():
 # ----------------------------------------------------------------------------- rl/train.py main
 
 class FakeTrain:
-    """Stands in for ``rl.grpo.train``: records its calls, writes config.yaml and a
+    """Stands in for ``rl.learn.grpo.train``: records its calls, writes config.yaml and a
     metrics line as the real one does, and returns a TrainSummary."""
 
     def __init__(self, interrupted: bool = False):
@@ -90,7 +90,7 @@ class FakeTrain:
 def fake_train(monkeypatch):
     def install(interrupted: bool = False) -> FakeTrain:
         fake = FakeTrain(interrupted)
-        monkeypatch.setattr("rl.grpo.train", fake)
+        monkeypatch.setattr("rl.learn.grpo.train", fake)
         return fake
 
     return install
@@ -167,12 +167,13 @@ def test_finished_summary_names_the_adapter(tmp_path):
 
 @pytest.mark.parametrize("interrupted", [True, False])
 def test_pipeline_stops_after_an_interrupted_training(monkeypatch, tmp_path, capsys, interrupted):
-    from rl import inputs, pipeline
+    from rl import pipeline
+    from rl.core import resolve
 
     evaluated = []
-    monkeypatch.setattr(inputs, "model_path", lambda cfg: "model")
-    monkeypatch.setattr(inputs, "init_adapter", lambda cfg: None)
-    monkeypatch.setattr("rl.grpo.train", FakeTrain(interrupted))
+    monkeypatch.setattr(resolve, "model_path", lambda cfg: "model")
+    monkeypatch.setattr(resolve, "init_adapter", lambda cfg: None)
+    monkeypatch.setattr("rl.learn.grpo.train", FakeTrain(interrupted))
     monkeypatch.setattr(pipeline, "evaluate_all", lambda *a: evaluated.append(a) or tmp_path / "compare")
     code = pipeline.main(["--config", TOY, "--output_dir", str(tmp_path), "--run-name", "p", "--no-direct"])
     if interrupted:

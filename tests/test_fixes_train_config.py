@@ -13,10 +13,10 @@ import yaml
 
 from rewards.base import RewardBreakdown
 from rewards.combine import Combination, Part
-from rl.analytics import CotLabeler
-from rl.config import Config, ConfigError, build_dataclass, check_limits, load_config
-from rl.grpo import NonFiniteRewardError, StepStats, _LoggingCallback, make_reward_func
-from rl.runs import RunDirError, prepare_run_dir, write_resolved_config
+from rl.core.analytics import CotLabeler
+from rl.core.config import Config, ConfigError, build_dataclass, check_limits, load_config
+from rl.learn.grpo import NonFiniteRewardError, StepStats, _LoggingCallback, make_reward_func
+from rl.core.runs import RunDirError, prepare_run_dir, write_resolved_config
 
 REPO = Path(__file__).resolve().parent.parent
 TOY = str(REPO / "configs" / "toy.yaml")

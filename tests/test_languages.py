@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from rl.languages import (
+from rl.core.languages import (
     LANGUAGES,
     R1T1_LANGUAGES,
     Language,

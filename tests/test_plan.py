@@ -1,4 +1,4 @@
-"""rl/plan.py (the --dry-run plan and memory estimate) and rl/bench_learner.py (the learner GPU check).
+"""rl/tools/plan.py (the --dry-run plan and memory estimate) and rl/bench/learner.py (the learner GPU check).
 
 The memory test recomputes the estimate by hand from Qwen2.5-0.5B's config numbers; the
 shape arithmetic is checked against Qwen's published parameter counts and against a
@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from rl.config import load_config
-from rl.plan import (
+from rl.core.config import load_config
+from rl.tools.plan import (
     ACTIVATION_FACTOR,
     COMET_WEIGHTS_GIB,
     CUDA_CONTEXT_GIB,
@@ -60,7 +60,7 @@ def test_builtin_shapes_match_published_parameter_counts(name, total_b, non_embe
 def test_shape_arithmetic_matches_a_real_model_and_peft():
     from peft import LoraConfig, get_peft_model
 
-    from rl.bench_learner import SHAPES, build_model
+    from rl.bench.learner import SHAPES, build_model
 
     import torch
 
@@ -76,7 +76,7 @@ def test_shape_arithmetic_matches_a_real_model_and_peft():
 def test_model_shape_reads_a_local_config_json(tmp_path):
     import json
 
-    from rl.plan import model_shape
+    from rl.tools.plan import model_shape
 
     (tmp_path / "config.json").write_text(json.dumps({
         "model_type": "qwen2", "hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,
@@ -252,7 +252,7 @@ def test_update_flop_formula_matches_torch_flop_counter():
     from peft import LoraConfig, get_peft_model
     from torch.utils.flop_counter import FlopCounterMode
 
-    from rl.bench_learner import SHAPES, build_model, update_flops
+    from rl.bench.learner import SHAPES, build_model, update_flops
 
     shape = SHAPES["tiny"]
     model = build_model(shape, torch.float32, "cpu")
@@ -269,7 +269,7 @@ def test_update_flop_formula_matches_torch_flop_counter():
 
 @pytest.mark.slow
 def test_learner_bench_runs_on_a_tiny_shape():
-    proc = subprocess.run([sys.executable, "-m", "rl.bench_learner", "--shape", "tiny", "--steps", "1", "--warmup", "1"],
+    proc = subprocess.run([sys.executable, "-m", "rl.bench.learner", "--shape", "tiny", "--steps", "1", "--warmup", "1"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rl.config import load_config
-from rl.plan import print_plan
+from rl.core.config import load_config
+from rl.tools.plan import print_plan
 from tests.conftest import REPO_ROOT
 
 RECIPES = sorted((REPO_ROOT / "configs").glob("*.yaml"))
@@ -103,7 +103,7 @@ def test_each_grpo_recipe_has_a_matching_sft_recipe(path, data_dir, cot_jsonl):
 
 @pytest.mark.parametrize("path", SFT, ids=lambda p: p.name)
 def test_sft_recipe_names_placeholder_cot_data_with_a_clear_error(path):
-    from rl.config import ConfigError
+    from rl.core.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"sft\.data_path: path not found: data/"):
         load_config(path)

@@ -332,7 +332,7 @@ def test_presets_nest_inside_lists_and_expose_parts():
 
 
 def test_register_decorator_and_load_from_config():
-    from rl.config import RewardConfig
+    from rl.core.config import RewardConfig
 
     @rewards.register("test_always_one")
     def always_one(sources, hypotheses, references, **columns):

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from helpers_models import build_random_qwen2, build_tiny_qwen2, save_random_lora
-from rl.config import LoraSettings, RolloutConfig, SamplingConfig
+from rl.core.config import LoraSettings, RolloutConfig, SamplingConfig
 from rl.rollout import AdapterError, make_rollout_engine
 
 # fp32 engine vs fp32 PEFT forward: measured max |diff| ~2e-5 here; the bound leaves room

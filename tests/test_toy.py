@@ -1,4 +1,4 @@
-"""The offline toy world (rl/toy.py): deterministic bytes, a cache keyed by its
+"""The offline toy world (rl/tools/toy.py): deterministic bytes, a cache keyed by its
 parameters, a language pair whose rules hold, data that the product's loaders and
 parser accept, and a checkpoint that transformers and vLLM both load."""
 from __future__ import annotations
@@ -12,11 +12,11 @@ import re
 import pytest
 import sacrebleu
 
-from rl.config import ToyConfig
-from rl.data import load_jsonl
-from rl.parsing import parse_completion
-from rl.prompts import TEMPLATE_NAMES, full_completion, render_completion, render_prompt
-from rl.toy import (
+from rl.core.config import ToyConfig
+from rl.core.data import load_jsonl
+from rl.core.parsing import parse_completion
+from rl.core.prompts import TEMPLATE_NAMES, full_completion, render_completion, render_prompt
+from rl.tools.toy import (
     Lexicon, Phrase, Sentence, build_toy_world, chat_messages, greedy_translate, init_unseen_embeddings, make_lexicon,
     make_textbook, make_think, plain_prompt, render_en, render_xx, world_key,
 )
@@ -173,7 +173,7 @@ def test_textbook_holds_grammar_glossaries_and_glossed_sentences():
 
 
 def test_source_coverage_counts_the_source_words_a_reasoning_quotes():
-    from rl.analytics import source_coverage
+    from rl.core.analytics import source_coverage
 
     s = Sentence(Phrase("cat", True, "big"), "chase", True, Phrase("dog", False, None), "quickly")
     for src in ("toy_en", "toy_xx"):

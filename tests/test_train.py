@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from transformers import TrainerCallback
-from rl.config import load_config
-from rl.runs import RunDirError, prepare_run_dir, read_metrics
+from rl.core.config import load_config
+from rl.core.runs import RunDirError, prepare_run_dir, read_metrics
 from rl.train import main as train_main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,7 +77,7 @@ def test_bad_config_fails_before_any_model_loads(tmp_path, capsys, monkeypatch, 
 # ----------------------------------------------------------------------------- learner pieces, no engine
 
 class _Batches:
-    """The bits of a transformers Trainer that rl.rollout_feed.add_lookahead touches."""
+    """The bits of a transformers Trainer that rl.rollout.feed.add_lookahead touches."""
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         samples = []
@@ -90,7 +90,7 @@ class _Batches:
 
 
 def test_lookahead_hands_the_trainer_the_same_batches_and_shows_the_next_prompts():
-    from rl.rollout_feed import RolloutFeed, add_lookahead
+    from rl.rollout.feed import RolloutFeed, add_lookahead
 
     def epoch(tag, steps=3, accumulation=2):
         return [[{"prompt": f"{tag}{step}.{micro}"} for _ in range(2)] for step in range(steps) for micro in range(accumulation)]
@@ -109,13 +109,13 @@ def test_lookahead_hands_the_trainer_the_same_batches_and_shows_the_next_prompts
 
 
 def test_cpu_learner_scores_only_completion_tokens_with_the_same_logprobs(toy_world, monkeypatch):
-    """rl/trl_cpu.py: on CPU, TRL's fused LM head scores only labelled positions
+    """rl/learn/trl_bridge.py: on CPU, TRL's fused LM head scores only labelled positions
     (as it does on CUDA), and every log-prob is what the full scoring gives."""
     import torch
     import trl.trainer.utils as trl_utils
     from transformers import AutoModelForCausalLM
 
-    from rl.trl_cpu import score_only_completion_tokens_on_cpu
+    from rl.learn.trl_bridge import score_only_completion_tokens_on_cpu
 
     model = AutoModelForCausalLM.from_pretrained(toy_world.model_dir, dtype=torch.float32)
     trl_utils.add_fused_lm_head(model)
@@ -160,7 +160,7 @@ def grpo_base(tmp_path_factory, toy_world, toy_sft_adapter, ray_cluster):
 
 
 def run_grpo(out: Path, name: str, base: list[str], *extra: str, resume: bool = False, engine=None, callbacks=()):
-    from rl.grpo import train
+    from rl.learn.grpo import train
 
     cfg = load_config(TOY, ["--output_dir", str(out), *base, *extra])
     cfg.run_name = name
@@ -312,7 +312,7 @@ def test_toy_grpo_learns_beyond_seed_noise(toy_world, toy_sft_adapter, shared_en
     chrF (both toy directions, R1-T1 decoding) rises by more than LEARNING_MARGIN on the mean
     over seeds (see its comment for the seed spread it is set against), every seed gains,
     the format holds, and in training later steps earn more than the first ones."""
-    from rl.evaluate import evaluate
+    from rl.eval.evaluate import evaluate
 
     cfg = load_config(TOY, ["--output_dir", str(tmp_path)])
 

@@ -11,10 +11,10 @@ import runpy
 import sys
 
 BENCHES = {
-    "rollout": "rl.bench_rollout",
-    "step": "rl.bench_step",
-    "rewards": "rl.bench_rewards",
-    "learner": "rl.bench_learner",
+    "rollout": "rl.bench.rollout",
+    "step": "rl.bench.step",
+    "rewards": "rl.bench.rewards",
+    "learner": "rl.bench.learner",
 }
 
 

@@ -3,8 +3,8 @@ rollouts (no vLLM, no Ray), LoRA, and the KL pass, on a randomly initialised mod
 shaped like Qwen2.5-0.5B or -1.5B, so it needs no hub. Prints tokens/s and the
 model FLOP utilisation (MFU) of the update.
 
-    python -m rl.bench_learner --shape qwen2.5-0.5b --shape qwen2.5-1.5b   # on CUDA
-    python -m rl.bench_learner --shape tiny --steps 2                      # CPU smoke (CI)
+    python -m rl.bench.learner --shape qwen2.5-0.5b --shape qwen2.5-1.5b   # on CUDA
+    python -m rl.bench.learner --shape tiny --steps 2                      # CPU smoke (CI)
 
 Deviation from the real models: the tokenizer is a word-level vocabulary of
 placeholder tokens ("t123") of the shape's exact vocab size, so embedding and
@@ -12,7 +12,7 @@ LM-head costs are the real ones; prompts are random tokens and every completion 
 forced to --max-tokens (min_new_tokens), so lengths are fixed and comparable.
 
 FLOPs of the update (forward + backward of the GRPO loss), per sequence of s tokens
-of which c are completion tokens, N_body = decoder-layer parameters (rl/plan.py):
+of which c are completion tokens, N_body = decoder-layer parameters (rl/tools/plan.py):
     4 * N_body * s          frozen weights: forward 2N + input gradients 2N (LoRA
                             leaves no weight gradients for them; LoRA's own ~6 x 0.5%
                             of N is left out)
@@ -32,7 +32,7 @@ import tempfile
 import time
 import warnings
 
-from rl.plan import KNOWN_SHAPES, ModelShape
+from rl.tools.plan import KNOWN_SHAPES, ModelShape
 
 SHAPES: dict[str, ModelShape] = {
     # head_dim 32: small enough for 2 CPU cores in seconds; vocab 512 keeps the LM head cheap

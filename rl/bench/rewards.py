@@ -19,7 +19,7 @@ GROUP = 8  # samples per prompt, as in a GRPO group
 
 
 def _sentences(data_dir: str | Path | None, n_prompts: int) -> tuple[list[str], list[str]]:
-    root = Path(data_dir) if data_dir else Path(__file__).resolve().parents[2] / "shared" / "data"
+    root = Path(data_dir) if data_dir else Path(__file__).resolve().parents[3] / "shared" / "data"
     src_file, ref_file = root / "flores200" / "dev" / "eng_Latn.dev", root / "flores200" / "dev" / "deu_Latn.dev"
     if src_file.is_file() and ref_file.is_file():
         src = src_file.read_text(encoding="utf-8").splitlines()
@@ -63,7 +63,7 @@ def bench_rewards(n: int = 10000, comet_n: int = 1000, data_dir: str | Path | No
 
     from rewards import lexical
     from rewards.guards import copy_guard, lang_guard
-    from rl.parsing import extract_answer
+    from rl.core.parsing import extract_answer
 
     rng = random.Random(0)
     srcs, refs = _sentences(data_dir, max(1, n // GROUP))

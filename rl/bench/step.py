@@ -1,5 +1,5 @@
-"""Seconds per GRPO step: our path (rl/grpo.py: Ray/vLLM rollouts, adapter sync,
-and on CPU the compact LM-head scoring of rl/trl_cpu.py) against a plain TRL
+"""Seconds per GRPO step: our path (rl/learn/grpo.py: Ray/vLLM rollouts, adapter sync,
+and on CPU the compact LM-head scoring of rl/learn/trl_bridge.py) against a plain TRL
 GRPOTrainer with its built-in transformers generation, on the same model,
 cold-start adapter, prompts, batch, sampling settings and reward.
 
@@ -17,17 +17,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from rl.config import add_config_args, parse_cli
+from rl.core.config import add_config_args, parse_cli
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "toy.yaml"
 
 
 def ours(cfg, steps: int, out: Path) -> dict:
-    from rl import inputs
-    from rl.grpo import train
-    from rl.runs import read_metrics
+    from rl.learn.sft import cold_start_adapter
+    from rl.learn.grpo import train
+    from rl.core.runs import read_metrics
 
-    cfg.model.init_adapter = inputs.init_adapter(cfg)  # before output_dir moves: the same adapter as plain TRL's
+    cfg.model.init_adapter = cold_start_adapter(cfg)  # before output_dir moves: the same adapter as plain TRL's
     cfg.grpo.max_steps, cfg.grpo.save_steps, cfg.run_name, cfg.output_dir = steps, 10**6, "bench-ours", str(out)
     (out / "bench-ours").mkdir(parents=True)
     train(cfg, out / "bench-ours")
@@ -45,13 +45,14 @@ def plain_trl(cfg, steps: int, out: Path) -> dict:
     from trl import GRPOTrainer
 
     from rewards import load_from_config
-    from rl import inputs
-    from rl.analytics import CotLabeler
-    from rl.grpo import StepStats, build_dataset, grpo_args, load_policy, make_reward_func
-    from rl.trl_cpu import score_only_completion_tokens_on_cpu
+    from rl.core import resolve
+    from rl.learn.sft import cold_start_adapter
+    from rl.core.analytics import CotLabeler
+    from rl.learn.grpo import StepStats, build_dataset, grpo_args, load_policy, make_reward_func
+    from rl.learn.trl_bridge import score_only_completion_tokens_on_cpu
 
     score_only_completion_tokens_on_cpu(enable=False)  # TRL as shipped (our run patched it in this process)
-    model_dir, adapter = inputs.model_path(cfg), inputs.init_adapter(cfg)
+    model_dir, adapter = resolve.model_path(cfg), cold_start_adapter(cfg)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     dataset, templates = build_dataset(cfg, tokenizer)
     model, peft_config = load_policy(cfg, model_dir, adapter)

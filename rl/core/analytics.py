@@ -17,7 +17,7 @@ import math
 import re
 from collections import Counter
 
-from rl.prompts import CotTemplate
+from rl.core.prompts import CotTemplate
 
 OTHER = "other"
 FORMAT_FAIL = "format_fail"  # a completion that broke the strict format: its reasoning is not labelled
@@ -92,7 +92,7 @@ class CotLabeler:
         return [*sorted(self.weights), OTHER, FORMAT_FAIL]
 
     def label_completion(self, parsed) -> str:
-        """``format_fail`` for a completion whose strict format failed (rl.parsing's ``ok``),
+        """``format_fail`` for a completion whose strict format failed (rl.core.parsing's ``ok``),
         else its reasoning's label: the lenient think of a broken completion would otherwise
         pass for a template or for ``other``, hiding format failures in the template shares."""
         return self.label(parsed.think) if parsed.ok else FORMAT_FAIL

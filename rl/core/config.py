@@ -16,7 +16,9 @@ from typing import Any, Literal
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from rl.core.providers import PROVIDERS, is_provided, provider
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ConfigError(ValueError):
@@ -25,7 +27,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ToyConfig:
-    """The offline toy world (rl/toy.py). Its cache is keyed by these values."""
+    """The offline toy world (rl/tools/toy.py). Its cache is keyed by these values."""
 
     seed: int = 0
     cache_dir: str = ".toy_cache"
@@ -65,7 +67,7 @@ class LoraSettings:
 
 @dataclass
 class DataConfig:
-    """Training prompts. ``source`` picks the loader in rl/data.py."""
+    """Training prompts. ``source`` picks the loader in rl/core/data.py."""
 
     source: Literal["toy", "flores", "ntrex", "jsonl", "tsv", "hf"] = "toy"
     path: str | None = None  # directory or file for flores/ntrex/jsonl/tsv, dataset id for hf
@@ -185,7 +187,7 @@ class EvalSettings:
 
 @dataclass
 class HardwareConfig:
-    """The machine a run is planned for. Only ``rl/train.py --dry-run`` (rl/plan.py)
+    """The machine a run is planned for. Only ``rl/train.py --dry-run`` (rl/tools/plan.py)
     reads it, to check the memory per GPU before any GPU hour is spent."""
 
     gpu_memory_gb: float | None = None  # GiB per GPU; None = the local GPU's (no fit check on CPU-only machines)
@@ -353,7 +355,7 @@ def coerce(tp: Any, value: Any, key: str, where: str) -> Any:
 
 
 def check_paths(cfg: Config, where: str) -> None:
-    """Local paths the config names must exist (hub ids and 'toy' are not paths)."""
+    """Local paths the config names must exist (hub ids and provider names like 'toy' are not paths)."""
     def must_exist(key: str, value: str | None, kind: str = "path") -> None:
         if value is not None and not Path(value).exists():
             raise ConfigError(f"{where}: {key}: {kind} not found: {value}")
@@ -369,7 +371,7 @@ def check_paths(cfg: Config, where: str) -> None:
     if cfg.model.init_adapter not in (None, "auto"):
         must_exist("model.init_adapter", cfg.model.init_adapter)
     name = cfg.model.name_or_path
-    if name != "toy" and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+    if not is_provided(name) and (name.startswith((".", "/", "~")) or name.count("/") > 1):
         must_exist("model.name_or_path", name, "model directory")
     if cfg.prompt.template_choice == "fixed" and not cfg.prompt.template:
         raise ConfigError(f"{where}: prompt.template is required when prompt.template_choice=fixed")
@@ -398,13 +400,13 @@ def check_limits(cfg: Config, where: str) -> None:
     if cfg.rollout.max_model_len <= cfg.sampling.max_tokens:
         raise ConfigError(f"{where}: rollout.max_model_len ({cfg.rollout.max_model_len}) must be larger than "
                           f"sampling.max_tokens ({cfg.sampling.max_tokens}): it holds the prompt and the completion")
-    # Nor more than the model's own positions: known for the toy model (rl/toy.py, 1024) and for a local
+    # Nor more than the model's own positions: known for a provider's model (the toy model: 1024) and for a local
     # directory whose config.json says max_position_embeddings; a hub id is not looked up (no download here).
     import json
 
     name = cfg.model.name_or_path
-    if name == "toy":
-        positions, source = 1024, "the toy model (rl/toy.py)"
+    if is_provided(name):
+        positions, source = provider(name).MAX_POSITIONS, f"the {name} model ({PROVIDERS[name]})"
     else:
         config_json = Path(name).expanduser() / "config.json"
         try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from rl.languages import parse_directions, resolve_language
+from rl.core.languages import parse_directions, resolve_language
 
 SOURCES = ("flores", "ntrex", "jsonl", "tsv", "hf")
 
@@ -291,9 +291,9 @@ def load_examples(
     if limit is not None and limit < 1:
         raise DataError(f"limit must be >= 1 or None, got {limit}")
     if source == "toy":
-        raise DataError("data.source='toy' is built by rl.toy, which writes the toy world's JSONL; load that file with source='jsonl'")
+        raise DataError("data.source='toy' is built by rl.tools.toy, which writes the toy world's JSONL; load that file with source='jsonl'")
     if source not in SOURCES:
-        raise DataError(f"unknown data source {source!r}; choose one of {', '.join(SOURCES)} (or 'toy' via rl.toy)")
+        raise DataError(f"unknown data source {source!r}; choose one of {', '.join(SOURCES)} (or 'toy' via rl.tools.toy)")
     if path is None:
         raise DataError(f"data source {source!r} needs a path (a directory, file or dataset id)")
     if source != "hf" and not Path(path).exists():

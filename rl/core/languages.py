@@ -77,7 +77,7 @@ LANGUAGES: tuple[Language, ...] = (
     _lang("cat_Latn", "cat", "ca", "Catalan", "cat"),
     _lang("khm_Khmr", "khm", "km", "Khmer", "khm"),
     _lang("lao_Laoo", "lao", "lo", "Lao", "lao"),
-    # The offline toy world (rl/toy.py): the same code in every scheme.
+    # The offline toy world (rl/tools/toy.py): the same code in every scheme.
     _toy("toy_en", "Toy English"),
     _toy("toy_xx", "Toy Xish"),
 )

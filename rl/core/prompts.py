@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from rl.parsing import THINK_OPEN
+from rl.core.parsing import THINK_OPEN
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "cot_templates"
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "cot_templates"
 TEMPLATE_NAMES = (
     "hierarchical",
     "triangulating",
@@ -46,7 +46,7 @@ class CotTemplate:
     example: dict[str, str]
     pivot_language: str | None = None
     # optional: the words that most tell this template's reasoning apart (its step labels);
-    # rl.analytics.CotLabeler weighs them above the prose of title, steps and example
+    # rl.core.analytics.CotLabeler weighs them above the prose of title, steps and example
     keywords: tuple[str, ...] = ()
 
 
@@ -183,9 +183,9 @@ def direct_messages(source: str, src_name: str, tgt_name: str, system_prompt: st
 
 
 def prompt_for_example(example, tokenizer: Any, prompt_cfg, templates: dict[str, CotTemplate], seed: int = 0):
-    """(prompt text, template name or None) for one rl.data.Example, as training,
+    """(prompt text, template name or None) for one rl.core.data.Example, as training,
     SFT and evaluation all build it."""
-    from rl.languages import resolve_language
+    from rl.core.languages import resolve_language
 
     if prompt_cfg.style == "direct":
         messages = direct_messages(example.source, resolve_language(example.src_lang).name,

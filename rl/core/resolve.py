@@ -1,33 +1,33 @@
 """Resolve what a config names into things on disk: the model directory, the
-examples, the cold-start adapter. "toy" names resolve to the offline toy world,
-which is built on first use."""
+examples, the cold-start adapter. Provider names ("toy": rl/core/providers.py)
+resolve to the provider's world, built on first use. Nothing here trains: a
+missing cold-start adapter is rl/learn/sft.py's ``cold_start_adapter``."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from rl.config import Config, ConfigError
-from rl.data import Example, load_examples, load_jsonl
-from rl.languages import parse_directions
+from rl.core.config import Config, ConfigError
+from rl.core.data import Example, load_examples, load_jsonl
+from rl.core.languages import parse_directions
+from rl.core.providers import is_provided, provider
 
 
-def toy_world(cfg: Config):
-    from rl.toy import build_toy_world
-
-    return build_toy_world(cfg.toy)
+def world(cfg: Config, name: str):
+    """The world of provider ``name`` (e.g. the toy world for "toy"), built on first use."""
+    return provider(name).world(cfg)
 
 
 def model_path(cfg: Config) -> str:
-    """A local dir or hub id for the base model; builds the toy world for "toy"."""
-    if cfg.model.name_or_path == "toy":
-        return str(toy_world(cfg).model_dir)
-    return cfg.model.name_or_path
+    """A local dir or hub id for the base model; a provider name gives its world's model."""
+    name = cfg.model.name_or_path
+    return str(world(cfg, name).model_dir) if is_provided(name) else name
 
 
 def train_examples(cfg: Config) -> list[Example]:
     data = cfg.data
     directions = parse_directions(data.directions)
-    if data.source == "toy":
-        examples = load_jsonl(toy_world(cfg).train_jsonl, directions=directions)
+    if is_provided(data.source):
+        examples = load_jsonl(world(cfg, data.source).train_jsonl, directions=directions)
         if data.limit:
             examples = _first_per_direction(examples, data.limit)
     else:
@@ -40,8 +40,8 @@ def train_examples(cfg: Config) -> list[Example]:
 def eval_examples(cfg: Config) -> list[Example]:
     ev = cfg.eval
     directions = parse_directions(ev.directions)
-    if ev.data_source == "toy":
-        examples = load_jsonl(toy_world(cfg).test_jsonl, directions=directions)
+    if is_provided(ev.data_source):
+        examples = load_jsonl(world(cfg, ev.data_source).test_jsonl, directions=directions)
         return _first_per_direction(examples, ev.limit) if ev.limit else examples
     if ev.data_source == "flores" and ev.data_dir is None:
         raise ConfigError("eval.data_dir is required for eval.data_source=flores")
@@ -53,23 +53,18 @@ def sft_adapter_dir(cfg: Config) -> Path:
 
 
 def init_adapter(cfg: Config) -> str | None:
-    """The cold-start adapter GRPO starts from; "auto" = the SFT run's adapter,
-    trained first (toy world only) when it does not exist yet."""
+    """The cold-start adapter GRPO starts from; "auto" = the SFT run's adapter, which must exist
+    (rl/learn/sft.py's ``cold_start_adapter`` trains it first for a provider's model)."""
     if cfg.model.init_adapter is None:
         return None
     if cfg.model.init_adapter != "auto":
         return cfg.model.init_adapter
     path = sft_adapter_dir(cfg)
     if not (path / "adapter_config.json").exists():
-        if cfg.model.name_or_path != "toy":
-            raise ConfigError(
-                f"model.init_adapter=auto but {path} has no adapter; run rl/sft.py with this config first "
-                "or set model.init_adapter to an adapter directory"
-            )
-        from rl.sft import run_sft
-
-        print(f"[train] cold-start adapter {path} is missing: running SFT first")
-        run_sft(cfg, overwrite=True)  # an SFT dir without adapter is an interrupted run: kept aside
+        raise ConfigError(
+            f"model.init_adapter=auto but {path} has no adapter; run rl/sft.py with this config first "
+            "or set model.init_adapter to an adapter directory"
+        )
     return str(path)
 
 

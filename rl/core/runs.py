@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rl.config import Config, ConfigError, save_config
+from rl.core.config import Config, ConfigError, save_config
 
 
 class RunDirError(RuntimeError):
@@ -146,7 +146,7 @@ EXIT_INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT (Ctrl
 
 
 class TrainSummary(str):
-    """What ``rl.grpo.train`` returns: the printable summary (a str, as before), and
+    """What ``rl.learn.grpo.train`` returns: the printable summary (a str, as before), and
     ``interrupted``: Ctrl-C stopped the run before its last step. There is then no
     final adapter/, only the checkpoint ``--resume`` continues, so a caller must not
     go on as if training had finished (rl/train.py and rl/pipeline.py exit 130)."""
@@ -236,7 +236,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     return written
 
 
-if __name__ == "__main__":  # python -m rl.runs RUN_DIR: redraw the plots on demand
+if __name__ == "__main__":  # python -m rl.core.runs RUN_DIR: redraw the plots on demand
     import sys
 
     for run in sys.argv[1:]:

@@ -18,14 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-METRICS = {  # key -> (display name, scale for display)
-    "chrf": ("chrF", 1.0),
-    "chrfpp": ("chrF++", 1.0),
-    "bleu": ("BLEU", 1.0),
-    "comet": ("COMET", 100.0),
-    "format_failure_rate": ("Format fail %", 100.0),
-    "source_coverage": ("Source coverage %", 100.0),
-}
+from rl.eval.report import GROUPS, METRICS, display_row, metric_value, plot_bars
+
 IGNORED_KEYS = ("run_name", "output_dir", "eval.", "toy.cache_dir", "rollout.ray_address")
 MISSING = object()
 
@@ -107,33 +101,11 @@ def labels_for(entries: list[tuple[str, dict]]) -> tuple[list[str], list[str]]:
 
 # ----------------------------------------------------------------------------- the table
 
-def _value(results: dict, row: str, metric: str) -> float | None:
-    if row.startswith("avg:"):
-        return (results.get("averages", {}).get(row[4:]) or {}).get(metric)
-    for r in results["directions"]:
-        if r["direction"] == row:
-            return r.get(metric)
-    return None
-
 
 def _row_keys(entries: list[tuple[str, dict]]) -> list[str]:
-    from rl.evaluate import GROUPS
-
     rows = list(dict.fromkeys(r["direction"] for _, res in entries for r in res["directions"]))
     groups = [g for g in GROUPS if any(g in res.get("averages", {}) for _, res in entries)]
     return rows + [f"avg:{g}" for g in groups]
-
-
-def _display_row(row: str) -> str:
-    from rl.evaluate import short_name
-
-    if row.startswith("avg:"):
-        return f"avg {row[4:]}"
-    src, tgt = row.split("-", 1) if row.count("-") == 1 else (row, "")
-    try:
-        return short_name(src, tgt)
-    except ValueError:
-        return row
 
 
 def _check_shared_directions(entries: list[tuple[str, dict]]) -> None:
@@ -166,14 +138,14 @@ def compare_results(entries: list[tuple[str, dict]], metrics: list[str] | None =
         raise CompareError(f"{len(labels)} label(s) for {len(entries)} results")
     _check_shared_directions(entries)
     if metrics is None:
-        metrics = [m for m in METRICS if any(_value(r, row, m) is not None
+        metrics = [m for m in METRICS if any(metric_value(r, row, m) is not None
                                              for _, r in entries for row in _row_keys(entries))]
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise CompareError(f"unknown metric(s) {unknown}; choose from {', '.join(METRICS)}")
     labels, keys = (labels, []) if labels is not None else labels_for(entries)
     row_keys = _row_keys(entries)
-    table = {row: {m: [_value(r, row, m) for _, r in entries] for m in metrics} for row in row_keys}
+    table = {row: {m: [metric_value(r, row, m) for _, r in entries] for m in metrics} for row in row_keys}
     deltas: list[dict | None] = [None]
     for i in range(1, len(entries)):
         deltas.append({row: {m: (None if vals[m][i] is None or vals[m][0] is None else vals[m][i] - vals[m][0])
@@ -185,7 +157,7 @@ def compare_results(entries: list[tuple[str, dict]], metrics: list[str] | None =
         header += [f"Δ{METRICS[m][0]} · {label}" for label in labels[1:]]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for row, vals in table.items():
-        cells, flat = [_display_row(row)], {"row": row}
+        cells, flat = [display_row(row)], {"row": row}
         for m in metrics:
             name, scale = METRICS[m]
             for label, v in zip(labels, vals[m]):
@@ -205,68 +177,6 @@ def compare_results(entries: list[tuple[str, dict]], metrics: list[str] | None =
 
 
 # ----------------------------------------------------------------------------- plots
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_bars(rows: list[str], series: list[tuple[str, list[float | None]]], metrics: list[str],
-              path: Path, title: str) -> Path:
-    """Grouped bars per row (direction or average), one colour per series, one panel per metric.
-    ``series`` items are (label, values laid out metric-major: values[m * len(rows) + j])."""
-    plt = _plt()
-    n_rows, n_series = len(rows), max(1, len(series))
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(max(6.0, 0.5 * n_rows * max(1, n_series) + 2), 2.6 * len(metrics)),
-                             squeeze=False)
-    width = 0.8 / n_series
-    for mi, (m, ax) in enumerate(zip(metrics, axes[:, 0])):
-        name, scale = METRICS.get(m, (m, 1.0))
-        for si, (label, values) in enumerate(series):
-            ys = [(v * scale if v is not None else 0.0) for v in values[mi * n_rows:(mi + 1) * n_rows]]
-            ax.bar([j + (si - (n_series - 1) / 2) * width for j in range(n_rows)], ys, width, label=label)
-        first_avg = next((j for j, r in enumerate(rows) if r.startswith("avg:")), None)
-        if first_avg:  # directions | averages
-            ax.axvline(first_avg - 0.5, color="grey", linestyle="--", linewidth=0.8)
-        ax.set_ylabel(name, fontsize=8)
-        ax.axhline(0, color="black", linewidth=0.5)
-        ax.set_xticks(range(n_rows))
-        ax.set_xticklabels([_display_row(r) for r in rows], rotation=45, ha="right", fontsize=7)
-        ax.grid(axis="y", alpha=0.3)
-    if n_series > 1 or series and series[0][0]:
-        axes[0, 0].legend(fontsize=7, loc="best")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-def plot_results(results: dict, plots_dir: Path) -> dict[str, Path]:
-    """One evaluation's plots: per-direction score bars, and Δ bars against its baseline."""
-    rows = [r["direction"] for r in results["directions"]] + [f"avg:{g}" for g in results["averages"]]
-    metrics = [m for m in METRICS if any(_value(results, row, m) is not None for row in rows)]
-    values = [_value(results, row, m) for m in metrics for row in rows]
-    files = {"plots/scores.png": plot_bars(rows, [("", values)], metrics, plots_dir / "scores.png",
-                                           "scores per direction")}
-    base = results.get("baseline")
-    if base:
-        drows = list(base["deltas"])
-        dvals = [base["deltas"][row].get(m) for m in metrics for row in drows]
-        files["plots/deltas.png"] = plot_bars(drows, [("", dvals)], metrics, plots_dir / "deltas.png",
-                                              f"Δ against {base['results']}")
-    return files
-
-
-def plot_compare(cmp: dict, path: Path) -> Path:
-    rows, metrics = list(cmp["rows"]), cmp["metrics"]
-    series = [(label, [cmp["rows"][row][m][i] for m in metrics for row in rows]) for i, label in enumerate(cmp["labels"])]
-    return plot_bars(rows, series, metrics, path, "comparison")
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -311,5 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def plot_compare(cmp: dict, path: Path) -> Path:
+    rows, metrics = list(cmp["rows"]), cmp["metrics"]
+    series = [(label, [cmp["rows"][row][m][i] for m in metrics for row in rows]) for i, label in enumerate(cmp["labels"])]
+    return plot_bars(rows, series, metrics, path, "comparison")

@@ -6,7 +6,7 @@
     python -m rl.evaluate --adapter runs/my-run --data-dir flores200 --baseline runs/eval-base
 
 Generation goes through the same rollout engine as training (one sample per
-prompt, R1-T1's decoding defaults), prompts come from rl.prompts exactly as in
+prompt, R1-T1's decoding defaults), prompts come from rl.core.prompts exactly as in
 training, answers from the shared parser, scores from rewards/ -- so training
 rewards and test scores can never disagree.
 
@@ -19,7 +19,6 @@ where it stopped and a changed setting never reuses stale text.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import hashlib
 import json
@@ -30,18 +29,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # `python rl/evaluate.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from rl.config import Config, ConfigError, SamplingConfig, add_config_args, load_config  # noqa: E402
-from rl.data import DataError, Example, load_examples  # noqa: E402
-from rl.languages import parse_directions, resolve_language  # noqa: E402
-from rl.prompts import TemplateError  # noqa: E402
+from rl.core.config import Config, ConfigError, SamplingConfig, add_config_args, load_config
+from rl.core.data import DataError, Example, load_examples
+from rl.core.languages import parse_directions
+from rl.core.prompts import TemplateError
+from rl.core import resolve
+from rl.core.providers import is_provided, provider_of_language
+from rl.eval.report import mean_or_none, averages, direction_name, markdown, write_outputs
 
 DEFAULT_HF_DATASET = "openlanguagedata/flores_plus"
-GROUPS = ("all", "x->en", "en->x", "x->zh", "zh->x", "seen", "unseen")
-SCORE_KEYS = ("bleu", "chrf", "chrfpp", "comet", "format_failure_rate", "source_coverage")
-ENG, ZHO = "eng_Latn", "zho_Hans"
 
 
 class EvalError(ValueError):
@@ -49,19 +45,6 @@ class EvalError(ValueError):
 
 
 # ----------------------------------------------------------------------------- inputs
-
-def direction_name(src: str, tgt: str) -> str:
-    return f"{src}-{tgt}"
-
-
-def _table_code(code: str) -> str:
-    lang = resolve_language(code)
-    return lang.iso1 if lang.iso1 and not code.startswith("toy_") else lang.flores200
-
-
-def short_name(src: str, tgt: str) -> str:
-    """'en→zh' for tables (ISO 639-1 where there is one, else the FLORES-200 code)."""
-    return f"{_table_code(src)}→{_table_code(tgt)}"
 
 
 def resolve_adapter(path: str | Path) -> tuple[Path, Path | None]:
@@ -188,22 +171,22 @@ def load_directions(cfg: Config) -> dict[tuple[str, str], list[Example]]:
         directions = parse_directions(ev.directions)
     except ValueError as e:
         raise EvalError(f"eval.directions: {e}") from None
-    toy = [d for d in directions if all(c.startswith("toy_") for c in d)]
-    mixed = [d for d in directions if d not in toy and any(c.startswith("toy_") for c in d)]
+    providers = {d: {provider_of_language(c) for c in d} for d in directions}
+    mixed = [d for d, names in providers.items() if len(names) > 1]
     if mixed:
-        raise EvalError(f"eval.directions: {direction_name(*mixed[0])} mixes a toy and a real language")
-    real = [d for d in directions if d not in toy]
+        raise EvalError(f"eval.directions: {direction_name(*mixed[0])} mixes a {' and a '.join(sorted(map(str, providers[mixed[0]])))} language")
+    real = [d for d in directions if providers[d] == {None}]
     by_dir: dict[tuple[str, str], list[Example]] = {d: [] for d in directions}
-    if toy:
-        from rl.data import load_jsonl
-        from rl.inputs import toy_world
+    for name in sorted({n for names in providers.values() for n in names} - {None}):
+        from rl.core.data import load_jsonl
 
-        for ex in load_jsonl(toy_world(cfg).test_jsonl, directions=toy):
+        served = [d for d in directions if providers[d] == {name}]
+        for ex in load_jsonl(resolve.world(cfg, name).test_jsonl, directions=served):
             if ev.limit is None or len(by_dir[(ex.src_lang, ex.tgt_lang)]) < ev.limit:
                 by_dir[(ex.src_lang, ex.tgt_lang)].append(ex)
     if real:
         source, path = ev.data_source, ev.data_dir
-        if source == "toy":  # the default source cannot serve real languages: FLORES dir if given, else the hub
+        if is_provided(source):  # the default (toy) source cannot serve real languages: FLORES dir if given, else the hub
             source = "flores" if path else "hf"
         if source == "hf":
             path = path or DEFAULT_HF_DATASET
@@ -311,19 +294,15 @@ def _generate(engine, token_ids: list[list[int]], sampling: SamplingConfig, batc
 
 # ----------------------------------------------------------------------------- scoring
 
-def _mean(values) -> float | None:
-    vals = [v for v in values if v is not None]
-    return sum(vals) / len(vals) if vals else None
-
 
 def score_direction(records: list[dict], tgt: str, prompt_cfg) -> tuple[dict, list[dict]]:
     """Parse every completion (strict for the format rate, lenient for the answer; a direct
     completion is all answer) and score the corpus with rewards' metrics; returns (row,
     per-sentence rows)."""
     from rewards.lexical import corpus_scores
-    from rl.analytics import source_coverage
-    from rl.parsing import parse_completion, parse_direct
-    from rl.prompts import full_completion, uses_prefill
+    from rl.core.analytics import source_coverage
+    from rl.core.parsing import parse_completion, parse_direct
+    from rl.core.prompts import full_completion, uses_prefill
 
     outputs = []
     for r in records:
@@ -344,7 +323,7 @@ def score_direction(records: list[dict], tgt: str, prompt_cfg) -> tuple[dict, li
         "truncated_rate": sum(o.get("finish_reason") == "length" for o in outputs) / n,
         "avg_completion_tokens": sum(o.get("completion_tokens", 0) for o in outputs) / n,
         # share of the source's content words the <think> block quotes or glosses (None: direct)
-        "source_coverage": _mean(o["source_coverage"] for o in outputs) if prompt_cfg.style == "cot" else None,
+        "source_coverage": mean_or_none(o["source_coverage"] for o in outputs) if prompt_cfg.style == "cot" else None,
     }
     return row, outputs
 
@@ -383,116 +362,7 @@ def comet_scores(cfg: Config, outputs: dict[str, list[dict]]) -> tuple[dict[str,
     return out, None
 
 
-def averages(rows: list[dict]) -> dict[str, dict]:
-    """Macro averages over groups of directions (only groups that have members)."""
-    members = {
-        "all": rows,
-        "x->en": [r for r in rows if r["tgt"] == ENG],
-        "en->x": [r for r in rows if r["src"] == ENG],
-        "x->zh": [r for r in rows if r["tgt"] == ZHO],
-        "zh->x": [r for r in rows if r["src"] == ZHO],
-        "seen": [r for r in rows if r.get("seen") is True],
-        "unseen": [r for r in rows if r.get("seen") is False],
-    }
-    out = {}
-    for group in GROUPS:
-        rs = members[group]
-        if rs:
-            out[group] = {"n_directions": len(rs), **{k: _mean(r.get(k) for r in rs) for k in SCORE_KEYS}}
-    return out
-
-
 # ----------------------------------------------------------------------------- writing
-
-CSV_FIELDS = ("direction", "kind", "src", "tgt", "n", "seen", "bleu", "bleu_tokenizer", "chrf", "chrfpp", "comet",
-              "format_failure_rate", "no_answer_rate", "truncated_rate", "avg_completion_tokens", "source_coverage",
-              "gen_seconds", "cached")
-
-
-def _fmt(value: Any, scale: float = 1.0, digits: int = 2) -> str:
-    return "–" if value is None else f"{value * scale:.{digits}f}"
-
-
-def write_csv(results: dict, path: Path) -> None:
-    with path.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for row in results["directions"]:
-            writer.writerow({**row, "kind": "direction"})
-        for group, avg in results["averages"].items():
-            writer.writerow({**avg, "direction": f"avg:{group}", "kind": "average", "n": avg["n_directions"]})
-
-
-def markdown(results: dict) -> str:
-    """The paper table: per direction, then the group averages."""
-    s = results["settings"]
-    d = s["decoding"]
-    has_comet = results["comet"]["model"] is not None and results["comet"]["skipped"] is None
-    has_seen = any(r["seen"] is not None for r in results["directions"])
-    what = s["model"] + (f" + {s['adapter']}" if s["adapter"] else "")
-    data = "toy test set" if s["data_source"] == "toy" else f"FLORES {s['split']}"
-    lines = [
-        f"# Evaluation: {what}",
-        "",
-        f"{data}, {'first ' + str(s['limit']) if s['limit'] else 'all'} sentences per direction; one sample per "
-        f"prompt (temperature {d['temperature']}, top-p {d['top_p']}, top-k {d['top_k']}, max {d['max_tokens']} "
-        f"tokens). BLEU: sacrebleu, tokenizer per target language; chrF++: sacrebleu (word order 2); "
-        + (f"COMET: {results['comet']['model']}." if has_comet else f"COMET: not computed ({results['comet']['skipped']}).")
-        + (" Direct prompts (no reasoning): the whole completion is the translation; format fail: empty (%)."
-           if s["prompt"].get("style") == "direct" else
-           " Format fail: completions not in strict `<think>…</think><answer>…</answer>` form (%). Coverage: share of"
-           " the source's content words the `<think>` block quotes or glosses (%)."),
-        "",
-    ]
-    has_cov = any(r.get("source_coverage") is not None for r in results["directions"])
-    head = ["Direction"] + (["Seen"] if has_seen else []) + ["BLEU", "chrF", "chrF++"] + (["COMET"] if has_comet else []) + [
-        "Format fail %"] + (["Coverage %"] if has_cov else []) + ["N"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
-    for r in results["directions"]:
-        cells = [short_name(r["src"], r["tgt"])]
-        cells += ["✓" if r["seen"] else "✗"] if has_seen else []
-        cells += [_fmt(r["bleu"]), _fmt(r["chrf"]), _fmt(r["chrfpp"])] + ([_fmt(r["comet"], 100)] if has_comet else [])
-        cells += [_fmt(r["format_failure_rate"], 100, 1)] + ([_fmt(r.get("source_coverage"), 100, 1)] if has_cov else [])
-        cells += [str(r["n"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| Average | Directions | BLEU | chrF | chrF++ |" + (" COMET |" if has_comet else "") + " Format fail % |",
-              "|---|---:|---:|---:|---:|" + ("---:|" if has_comet else "") + "---:|"]
-    for group, a in results["averages"].items():
-        cells = [group, str(a["n_directions"]), _fmt(a["bleu"]), _fmt(a["chrf"]), _fmt(a["chrfpp"])]
-        cells += [_fmt(a["comet"], 100)] if has_comet else []
-        lines.append("| " + " | ".join(cells + [_fmt(a["format_failure_rate"], 100, 1)]) + " |")
-    toks = sorted({(r["bleu_tokenizer"], resolve_language(r["tgt"]).name) for r in results["directions"]})
-    lines += ["", "BLEU tokenizers: " + ", ".join(f"{name} `{tok}`" for tok, name in toks) + "."]
-    if has_comet:
-        lines.append("COMET ×100.")
-    timed = [r for r in results["directions"] if r.get("sec_per_100") is not None]
-    if timed:
-        per100 = sum(r["sec_per_100"] for r in timed) / len(timed)
-        lines.append(f"Generation: {per100:.1f} s per 100 sentences per direction on average "
-                     f"({s['backend']} backend, {len(timed)} direction(s) generated in this run).")
-    if has_seen:
-        lines.append("Seen: both languages of the direction were in the adapter's training directions.")
-    if results.get("baseline"):
-        lines += ["", f"## Against the baseline {results['baseline']['results']}", "", results["baseline"]["table"]]
-    return "\n".join(lines) + "\n"
-
-
-def write_outputs(out: Path, results: dict, outputs: dict[str, list[dict]]) -> dict[str, str]:
-    from rl.compare import plot_results
-
-    files = {"results.json": out / "results.json", "results.csv": out / "results.csv", "results.md": out / "results.md"}
-    (out / "outputs").mkdir(parents=True, exist_ok=True)
-    for name, rows in outputs.items():
-        path = out / "outputs" / f"{name}.jsonl"
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        files[f"outputs/{name}"] = path
-    results["files"] = {k: str(v.relative_to(out)) for k, v in files.items()}
-    for name, path in plot_results(results, out / "plots").items():
-        results["files"][name] = str(path.relative_to(out))
-    (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    write_csv(results, out / "results.csv")
-    (out / "results.md").write_text(markdown(results), encoding="utf-8")
-    return results["files"]
 
 
 # ----------------------------------------------------------------------------- the evaluation
@@ -528,8 +398,7 @@ def plan(cfg: Config, adapter: str | Path | None = None) -> Plan:
     prompt lengths) and build every prompt exactly as training does."""
     from transformers import AutoTokenizer
 
-    from rl import inputs
-    from rl.prompts import load_templates, prompt_for_example
+    from rl.core.prompts import load_templates, prompt_for_example
 
     adapter_dir, run_dir, run_config = None, None, None
     if adapter is not None:
@@ -539,7 +408,7 @@ def plan(cfg: Config, adapter: str | Path | None = None) -> Plan:
 
             run_config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     examples = load_directions(cfg)
-    model_dir = inputs.model_path(cfg)
+    model_dir = resolve.model_path(cfg)
     adapter_info = check_adapter(adapter_dir, model_dir, cfg.model.trust_remote_code) if adapter_dir else None
     seen = seen_languages(run_config)
     sampling = decoding(cfg)
@@ -660,7 +529,7 @@ def score(cfg: Config, p: Plan, records: dict, timing: dict) -> tuple[list[dict]
         return rows, outputs, skipped
     for row in rows:
         segs = comet[row["direction"]]
-        row["comet"] = _mean(segs)
+        row["comet"] = mean_or_none(segs)
         for o, s in zip(outputs[row["direction"]], segs):
             o["comet"] = s
     return rows, outputs, None
@@ -699,7 +568,7 @@ def evaluate(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if baseline is not None:
-        from rl.compare import compare_results, load_results
+        from rl.eval.compare import compare_results, load_results
 
         cmp = compare_results([load_results(baseline), ("this run", results)])
         results["baseline"] = {"results": str(baseline), "deltas": cmp["deltas"][1], "table": cmp["markdown"]}
@@ -758,7 +627,7 @@ def config_from_args(args: argparse.Namespace, rest: list[str]) -> Config:
                       ("max_tokens", "max_tokens"), ("comet_model", "comet_model")):
         if getattr(args, flag) is not None:
             setattr(ev, key, getattr(args, flag))
-    from rl.config import check_eval_split
+    from rl.core.config import check_eval_split
 
     check_eval_split(ev.split, "--split" if args.split is not None else "eval.split")  # --eval.split: load_config
     if args.backend:
@@ -779,6 +648,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

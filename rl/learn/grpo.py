@@ -3,7 +3,7 @@
 TRL owns the math (group advantages, clipped surrogate, KL to the reference,
 loss types, importance sampling). We own three hooks:
 
-* ``rollout_func`` (rl/rollout_feed.py): sends each group of identical prompts to
+* ``rollout_func`` (rl/rollout/feed.py): sends each group of identical prompts to
   the pool as one request with ``n`` samples and returns token ids + the workers'
   logprobs; optionally generates the next step while the learner updates;
 * the reward: one TRL reward function that runs our (possibly non-linear)
@@ -27,14 +27,15 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
-from rl import inputs
-from rl.analytics import CotLabeler
-from rl.config import Config
-from rl.parsing import parse_completion
-from rl.prompts import full_completion, load_templates, prompt_for_example, uses_prefill
-from rl.rollout_feed import RolloutFeed, add_lookahead
-from rl.runs import MetricsLog, last_checkpoint, plot_run, read_metrics, save_adapter, write_resolved_config
-from rl.trl_cpu import score_only_completion_tokens_on_cpu
+from rl.core import resolve
+from rl.core.analytics import CotLabeler
+from rl.core.config import Config
+from rl.core.parsing import parse_completion
+from rl.core.prompts import full_completion, load_templates, prompt_for_example, uses_prefill
+from rl.rollout.feed import RolloutFeed, add_lookahead
+from rl.core.runs import MetricsLog, last_checkpoint, plot_run, read_metrics, save_adapter, write_resolved_config
+from rl.learn.sft import cold_start_adapter
+from rl.learn.trl_bridge import score_only_completion_tokens_on_cpu
 
 ADAPTER_VERSIONS_KEPT = 2
 ROLLOUT_ADAPTER = "rollout_adapter"  # beside a checkpoint, with grpo.overlap_generation
@@ -157,7 +158,7 @@ def build_dataset(cfg: Config, tokenizer):
 
     templates = load_templates(cfg.prompt.templates_dir)
     rows = []
-    for ex in inputs.train_examples(cfg):
+    for ex in resolve.train_examples(cfg):
         prompt, template = prompt_for_example(ex, tokenizer, cfg.prompt, templates, cfg.seed)
         rows.append(
             {
@@ -242,10 +243,10 @@ def load_policy(cfg: Config, model_dir: str, adapter: str | None):
 
 
 def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbacks=()) -> str:
-    """Run GRPO; returns a printable summary (rl/runs.py: TrainSummary) whose ``interrupted``
+    """Run GRPO; returns a printable summary (rl/core/runs.py: TrainSummary) whose ``interrupted``
     says Ctrl-C stopped it early: then the Ctrl-C checkpoint holds the run, ``--resume``
     continues it, and no final adapter/ is written (a half-trained one would pass for the
-    result). ``run_dir`` exists (rl/runs.py made it).
+    result). ``run_dir`` exists (rl/core/runs.py made it).
     ``engine``: an already running rollout engine to use (and leave running), e.g. in tests.
     ``callbacks``: extra transformers ``TrainerCallback``s (trackers, early stopping, ...)."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -260,11 +261,11 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbac
     score_only_completion_tokens_on_cpu()  # no-op for CUDA tensors (TRL already does it there)
     reward = load_from_config(cfg.reward)  # fail on a bad spec before any model loads
     if state.is_main_process:
-        model_dir = inputs.model_path(cfg)
-        adapter = inputs.init_adapter(cfg)
+        model_dir = resolve.model_path(cfg)
+        adapter = cold_start_adapter(cfg)  # trains the toy recipe's cold start on first use
     state.wait_for_everyone()
     if not state.is_main_process:
-        model_dir, adapter = inputs.model_path(cfg), inputs.init_adapter(cfg)
+        model_dir, adapter = resolve.model_path(cfg), resolve.init_adapter(cfg)
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     dataset, templates = build_dataset(cfg, tokenizer)
@@ -450,7 +451,7 @@ class _LoggingCallback(TrainerCallback):
     def summary(self, run_dir: Path, interrupted: bool = False) -> str:
         """The run in a few lines; after Ctrl-C (``interrupted``) it says so and points at
         the checkpoint instead of a final adapter, which was not written."""
-        from rl.runs import TrainSummary
+        from rl.core.runs import TrainSummary
 
         records = read_metrics(run_dir)
         if not records:

@@ -20,18 +20,16 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from rl.config import Config, ConfigError, add_config_args, parse_cli  # noqa: E402
-from rl.runs import RunDirError, prepare_run_dir, save_adapter, write_resolved_config  # noqa: E402
+from rl.core.config import Config, ConfigError, add_config_args, parse_cli
+from rl.core.providers import is_provided
+from rl.core.runs import RunDirError, prepare_run_dir, save_adapter, write_resolved_config
 
 REQUIRED_KEYS = ("src_lang", "tgt_lang", "source", "reference", "template", "completion")
 
 
 def load_cot_jsonl(path: str | Path, template_names: set[str]) -> list[dict]:
     """Read and validate CoT SFT data; errors name the file, line and key."""
-    from rl.parsing import parse_completion
+    from rl.core.parsing import parse_completion
 
     rows = []
     with open(path, encoding="utf-8") as f:
@@ -61,8 +59,8 @@ def build_sft_dataset(cfg: Config, tokenizer, data_path: str | Path):
 
     from datasets import Dataset
 
-    from rl.data import Example
-    from rl.prompts import load_templates, prompt_for_example
+    from rl.core.data import Example
+    from rl.core.prompts import load_templates, prompt_for_example
 
     templates = load_templates(cfg.prompt.templates_dir)
     records = []
@@ -92,15 +90,16 @@ def run_sft(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from rl import inputs
+    from rl.core import resolve
 
     run_dir = prepare_run_dir(cfg.output_dir, cfg.sft.run_name, resume=resume, overwrite=overwrite)
-    model_dir = inputs.model_path(cfg)
+    model_dir = resolve.model_path(cfg)
     data_path = cfg.sft.data_path
     if data_path is None:
-        if cfg.model.name_or_path != "toy":
-            raise ConfigError("sft.data_path is required unless the toy world supplies the CoT data")
-        data_path = inputs.toy_world(cfg).cot_sft_jsonl
+        if not is_provided(cfg.model.name_or_path):
+            raise ConfigError("sft.data_path is required unless a provider's world (e.g. the toy world) "
+                              "supplies the CoT data")
+        data_path = resolve.world(cfg, cfg.model.name_or_path).cot_sft_jsonl
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     dataset = build_sft_dataset(cfg, tokenizer, data_path)
     write_resolved_config(cfg, run_dir)
@@ -143,6 +142,18 @@ def run_sft(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
     return adapter_dir
 
 
+def cold_start_adapter(cfg: Config) -> str | None:
+    """``resolve.init_adapter``, but a missing "auto" adapter of a provider's model (the toy
+    world) is trained here first, so the toy recipe runs GRPO with one command."""
+    from rl.core import resolve
+
+    if (cfg.model.init_adapter == "auto" and is_provided(cfg.model.name_or_path)
+            and not (resolve.sft_adapter_dir(cfg) / "adapter_config.json").exists()):
+        print(f"[train] cold-start adapter {resolve.sft_adapter_dir(cfg)} is missing: running SFT first")
+        run_sft(cfg, overwrite=True)  # an SFT dir without adapter is an interrupted run: kept aside
+    return resolve.init_adapter(cfg)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Cold-start SFT (TRL SFTTrainer + LoRA) on CoT translations.")
     add_config_args(parser)
@@ -158,8 +169,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    sys.exit(main())

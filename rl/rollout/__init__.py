@@ -19,7 +19,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from rl.config import LoraSettings, RolloutConfig
+from rl.core.config import LoraSettings, RolloutConfig
 from rl.rollout.base import (
     VLLM_MAX_LORA_RANKS, AdapterError, Completion, PromptResult, RolloutEngine, check_adapter,
 )

@@ -23,7 +23,7 @@ from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
-from rl.config import SamplingConfig
+from rl.core.config import SamplingConfig
 
 
 class RolloutFeed:
@@ -36,7 +36,7 @@ class RolloutFeed:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="rollout-prefetch") if overlap else None
         self._pending: tuple[tuple, Future] | None = None
         self.next_prompts: Callable[[], list[str] | None] = lambda: None  # set by add_lookahead
-        self.before_prefetch: Callable[[], None] = lambda: None  # resume hook (rl/grpo.py)
+        self.before_prefetch: Callable[[], None] = lambda: None  # resume hook (rl/learn/grpo.py)
 
     def __call__(self, prompts: list[str], trainer) -> dict[str, list]:
         start = time.perf_counter()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from rl.config import LoraSettings, RolloutConfig, SamplingConfig
+from rl.core.config import LoraSettings, RolloutConfig, SamplingConfig
 from rl.rollout.base import Completion, PromptResult, check_adapter, check_sampling, tokenize_prompts
 
 SCORES_BUDGET_BYTES = 1 << 30  # output_scores keeps (rows x steps x vocab) floats: batch to stay under this

@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Sequence
 
-from rl.config import LoraSettings, RolloutConfig, SamplingConfig
+from rl.core.config import LoraSettings, RolloutConfig, SamplingConfig
 from rl.rollout.base import (
     AdapterError, PromptResult, check_adapter, check_sampling, read_adapter_files, request_seeds, tokenize_prompts,
 )

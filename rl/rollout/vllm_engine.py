@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
-from rl.config import LoraSettings, RolloutConfig, SamplingConfig
+from rl.core.config import LoraSettings, RolloutConfig, SamplingConfig
 from rl.rollout.base import (
     Completion, PromptResult, check_adapter, check_sampling, lora_id, request_seeds, tokenize_prompts,
 )

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rl.config import Config
+from rl.core.config import Config
 
 GIB = 2**30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -167,7 +167,7 @@ def model_shape(cfg: Config) -> tuple[ModelShape | None, str]:
         pass
     shape = known_shape(name)
     if shape is not None:
-        return shape, "built-in table (rl/plan.py KNOWN_SHAPES)"
+        return shape, "built-in table (rl/tools/plan.py KNOWN_SHAPES)"
     return None, "unknown (not a local dir, not in the HF cache, not in the built-in table)"
 
 
@@ -432,14 +432,14 @@ def check_settings(cfg: Config, processes: int, model_known_real: bool) -> tuple
 
 def count_examples(cfg: Config) -> tuple[list[str], list[str]]:
     """Read the training (and FLORES eval) data now, so a bad corpus fails here, not at step 300."""
-    from rl.data import DataError
+    from rl.core.data import DataError
 
     info, errors = [], []
     if cfg.data.source in ("flores", "ntrex", "jsonl", "tsv"):
-        from rl import inputs
+        from rl.core import resolve
 
         try:
-            n = len(inputs.train_examples(cfg))
+            n = len(resolve.train_examples(cfg))
             steps = n / cfg.grpo.prompts_per_step
             info.append(f"train data  {n} prompts from {cfg.data.source} {cfg.data.path} "
                         f"({steps:.0f} steps per pass; grpo.max_steps={cfg.grpo.max_steps})")
@@ -448,10 +448,10 @@ def count_examples(cfg: Config) -> tuple[list[str], list[str]]:
     else:
         info.append(f"train data  {cfg.data.source} (read at start)")
     if cfg.eval.data_source == "flores" and cfg.eval.data_dir is not None:
-        from rl import inputs
+        from rl.core import resolve
 
         try:
-            n = len(inputs.eval_examples(cfg))
+            n = len(resolve.eval_examples(cfg))
             info.append(f"eval data   {n} FLORES {cfg.eval.split} segments ({cfg.eval.data_dir})")
         except (DataError, ValueError, OSError) as exc:
             errors.append(f"eval data: {exc}")

@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from rl.config import ToyConfig
-from rl.languages import resolve_language
-from rl.prompts import (DEFAULT_SYSTEM_PROMPT, TEMPLATES_DIR, build_messages, choose_template, direct_messages,
+from rl.core.config import ToyConfig
+from rl.core.languages import resolve_language
+from rl.core.prompts import (DEFAULT_SYSTEM_PROMPT, TEMPLATES_DIR, build_messages, choose_template, direct_messages,
                         load_templates, render_completion, render_prompt)
 
 SRC, TGT = "toy_en", "toy_xx"
@@ -390,7 +390,7 @@ def make_textbook(lex: Lexicon, rng: random.Random, count: int, sentences: list[
 
 # ----------------------------------------------------------------------------- records
 def make_records(split: str, docs: list[list[Sentence]], lex: Lexicon) -> list[dict]:
-    """rl/data.py JSONL records, both directions per sentence; ``context`` = previous sentence."""
+    """rl/core/data.py JSONL records, both directions per sentence; ``context`` = previous sentence."""
     records = []
     i = 0
     for doc in docs:
@@ -478,6 +478,9 @@ def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path):
 
 
 # ----------------------------------------------------------------------------- model
+MAX_POSITIONS = 1024  # the provider interface (rl/core/providers.py): config checks read it without a build
+
+
 def make_model(cfg: ToyConfig, tokenizer):
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
@@ -486,7 +489,7 @@ def make_model(cfg: ToyConfig, tokenizer):
     config = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
-        max_position_embeddings=1024, tie_word_embeddings=True, bos_token_id=eos, eos_token_id=eos,
+        max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=True, bos_token_id=eos, eos_token_id=eos,
         pad_token_id=pad, use_sliding_window=False, 
     )
     torch.manual_seed(cfg.seed)
@@ -627,7 +630,7 @@ def _code_fingerprint() -> str:
     """The generator's inputs besides the config: this file, prompts.py and the templates,
     as they were when this module was imported (the code that will run)."""
     h = hashlib.sha256()
-    files = [Path(__file__), Path(__file__).with_name("prompts.py"), *sorted(TEMPLATES_DIR.glob("*.yaml"))]
+    files = [Path(__file__), Path(__file__).parent.parent / "core" / "prompts.py", *sorted(TEMPLATES_DIR.glob("*.yaml"))]
     for f in files:
         h.update(f.name.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
@@ -744,6 +747,11 @@ def check_toy_config(cfg: ToyConfig) -> None:
     make_lexicon(cfg.vocab_words, random.Random(0))  # raises on a vocab_words out of range
 
 
+def world(cfg) -> ToyWorld:
+    """The provider interface (rl/core/providers.py): the toy world of a run config."""
+    return build_toy_world(cfg.toy)
+
+
 def build_toy_world(cfg: ToyConfig | None = None, root: str | Path | None = None, progress: bool = True) -> ToyWorld:
     """Build the toy world once and return its paths; later calls reuse the cache.
 
@@ -778,7 +786,7 @@ def build_toy_world(cfg: ToyConfig | None = None, root: str | Path | None = None
 
 
 def main(argv: list[str] | None = None) -> None:
-    from rl.config import add_config_args, parse_cli
+    from rl.core.config import add_config_args, parse_cli
 
     parser = argparse.ArgumentParser(description="Build (or find) the offline toy world and print where it is.")
     add_config_args(parser)
