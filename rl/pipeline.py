@@ -47,14 +47,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from rl.core import resolve
-    from rl.learn.sft import cold_start_adapter
     from rl.learn.grpo import train
+    from rl.learn.sft import SFTInterrupted, cold_start_adapter
 
     start = time.perf_counter()
     model_dir = resolve.model_path(cfg)  # builds the toy world on first use
-    sft_adapter = cold_start_adapter(cfg)  # trains the cold start on first use
-    direct = None if args.no_direct else direct_config(cfg)
-    direct_adapter = _direct_adapter(direct) if direct is not None and sft_adapter else None
+    try:
+        sft_adapter = cold_start_adapter(cfg)  # trains the cold start on first use
+        direct = None if args.no_direct else direct_config(cfg)
+        direct_adapter = _direct_adapter(direct) if direct is not None and sft_adapter else None
+    except SFTInterrupted as exc:  # no cold-start adapter: GRPO must not start
+        print(f"{exc}\n[pipeline] stopped: SFT was interrupted, nothing was trained further", file=sys.stderr)
+        return EXIT_INTERRUPTED
     summary = train(cfg, run_dir)
     print(summary)
     if summary.interrupted:  # no final adapter: evaluating the checkpoint's would report a half-trained run

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -67,10 +66,8 @@ def test_bad_config_fails_before_any_model_loads(tmp_path, capsys, monkeypatch, 
         raise AssertionError("a model was loaded before the config was rejected")
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
-    start = time.perf_counter()
     code = train_main(["--config", TOY, "--output_dir", str(tmp_path), "--run-name", "bad", *override])
     assert code == 2
-    assert time.perf_counter() - start < 30
     assert message in capsys.readouterr().err
 
 

@@ -166,6 +166,8 @@ class SFTSettings:
     batch_size: int = 16
     gradient_accumulation_steps: int = 1
     max_length: int = 512
+    # A checkpoint (LoRA + optimizer state) every save_steps steps: what --resume continues from
+    save_steps: int = 100
 
 
 @dataclass
@@ -397,6 +399,9 @@ def check_limits(cfg: Config, where: str) -> None:
     if cfg.grpo.max_steps < 1:
         raise ConfigError(f"{where}: grpo.max_steps must be >= 1 (got {cfg.grpo.max_steps}); "
                           "epoch-based GRPO training is not supported, give the number of steps")
+    if cfg.sft.save_steps < 1:
+        raise ConfigError(f"{where}: sft.save_steps must be >= 1 (got {cfg.sft.save_steps}): "
+                          "SFT checkpoints are what rl/sft.py --resume continues from")
     if cfg.rollout.max_model_len <= cfg.sampling.max_tokens:
         raise ConfigError(f"{where}: rollout.max_model_len ({cfg.rollout.max_model_len}) must be larger than "
                           f"sampling.max_tokens ({cfg.sampling.max_tokens}): it holds the prompt and the completion")

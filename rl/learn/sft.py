@@ -10,19 +10,28 @@ the example's own template, so the cold start and RL see the same prompts.
 
 With ``prompt.style=direct`` the same file trains the direct-translation baseline:
 plain prompts, the reference as the completion, the same pairs and step budget.
+
+Runs resume like GRPO training (rl/train.py): a checkpoint every ``sft.save_steps``
+steps; ``--resume`` continues the last complete one with the run's own config.yaml
+(rl/core/runs.py: resume_config); Ctrl-C saves a checkpoint, writes no ``adapter/`` and
+exits 130; a finished run's ``adapter/`` is only replaced with ``--overwrite``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
-from rl.core.config import Config, ConfigError, add_config_args, parse_cli
+from rl.core.config import Config, ConfigError, add_config_args, load_config, parse_cli
 from rl.core.providers import is_provided
-from rl.core.runs import RunDirError, prepare_run_dir, save_adapter, write_resolved_config
+from rl.core.runs import (
+    EXIT_INTERRUPTED, RunDirError, last_checkpoint, prepare_run_dir, resume_config, save_adapter,
+    write_resolved_config,
+)
 
 REQUIRED_KEYS = ("src_lang", "tgt_lang", "source", "reference", "template", "completion")
 
@@ -83,8 +92,16 @@ def build_sft_dataset(cfg: Config, tokenizer, data_path: str | Path):
     return Dataset.from_list(records)
 
 
-def run_sft(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
-    """Train the cold-start adapter into runs/<sft.run_name>/adapter; returns that path."""
+class SFTInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped SFT before its last step, after saving a checkpoint: there is no
+    final adapter/, so no caller may go on as if the cold start existed."""
+
+
+def run_sft(cfg: Config, resume: bool = False, overwrite: bool = False, callbacks=()) -> Path:
+    """Train the cold-start adapter into runs/<sft.run_name>/adapter; returns that path.
+    ``resume``: continue the run's last complete checkpoint (pass the config
+    ``resumed_sft_config`` gives). Raises SFTInterrupted after Ctrl-C.
+    ``callbacks``: extra transformers ``TrainerCallback``s."""
     import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -93,6 +110,7 @@ def run_sft(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
     from rl.core import resolve
 
     run_dir = prepare_run_dir(cfg.output_dir, cfg.sft.run_name, resume=resume, overwrite=overwrite)
+    checkpoint = sft_checkpoint_to_resume(run_dir) if resume else None
     model_dir = resolve.model_path(cfg)
     data_path = cfg.sft.data_path
     if data_path is None:
@@ -119,7 +137,8 @@ def run_sft(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
         max_length=s.max_length,
         completion_only_loss=True,
         logging_steps=10,
-        save_strategy="no",
+        save_strategy="steps",
+        save_steps=s.save_steps,
         seed=cfg.seed,
         use_cpu=not torch.cuda.is_available(),
         bf16=cfg.model.dtype == "bfloat16" and torch.cuda.is_available(),
@@ -132,14 +151,87 @@ def run_sft(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
     )
     start = time.perf_counter()
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
-    result = trainer.train()
+    stop = _stop_on_ctrl_c()
+    trainer.add_callback(stop)
+    for callback in callbacks:
+        trainer.add_callback(callback)
+    previous = signal.signal(signal.SIGINT, stop.request_stop)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if stop.requested and trainer.state.global_step < trainer.state.max_steps:
+        raise SFTInterrupted(
+            f"[sft] interrupted (Ctrl-C) after step {trainer.state.global_step} of {trainer.state.max_steps} -> {run_dir}; "
+            f"no final adapter: `rl/sft.py --output_dir {cfg.output_dir} --run-name {cfg.sft.run_name} --resume` "
+            f"continues from checkpoint-{trainer.state.global_step}")
     adapter_dir = run_dir / "adapter"
     save_adapter(trainer.model, adapter_dir)
     summary = {"train_loss": result.training_loss, "steps": result.global_step, "seconds": time.perf_counter() - start,
-               "examples": len(dataset)}
+               "examples": len(dataset), "resumed_from_step": int(checkpoint.name.split("-")[-1]) if checkpoint else 0}
     (run_dir / "sft_summary.json").write_text(json.dumps(summary, indent=2))
     print(f"[sft] {summary['steps']} steps, loss {summary['train_loss']:.3f}, {summary['seconds']:.0f}s -> {adapter_dir}")
     return adapter_dir
+
+
+def sft_checkpoint_to_resume(run_dir: Path) -> Path:
+    """The checkpoint ``--resume`` continues. A finished run (adapter/ written) is not
+    continued: that would replace its adapter, which only --overwrite may do."""
+    if (run_dir / "adapter").exists():
+        raise RunDirError(f"--resume: {run_dir} is finished (it has adapter/); --overwrite trains it again "
+                          f"(the old run is moved aside), or --run-name NEW trains another")
+    checkpoint = last_checkpoint(run_dir)
+    if checkpoint is None:
+        raise RunDirError(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'} (SFT saves one every "
+                          f"sft.save_steps steps); --overwrite starts the run again")
+    print(f"[sft] resuming {run_dir} from {checkpoint.name}")
+    return checkpoint
+
+
+# Config sections SFT never reads: a change there does not change the SFT run, so --resume ignores it
+SFT_UNREAD = ("run_name", "data", "sampling", "rollout", "reward", "grpo", "eval", "hardware")
+
+
+def resumed_sft_config(parser: argparse.ArgumentParser, argv: list[str] | None, cfg: Config) -> Config:
+    """--resume continues the SFT run's own experiment: its config.yaml with only the
+    command line's safe changes (rl/runs.py: resume_config, as rl/train.py does for
+    GRPO). Without --config, config.yaml is the base the overrides apply to."""
+    run_dir = Path(cfg.output_dir) / cfg.sft.run_name
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():  # no run there: run_sft says why it cannot resume
+        return cfg
+    saved = load_config(saved_path)
+    args, overrides = parser.parse_known_args(argv)
+    requested = cfg if args.config is not None else load_config(saved_path, overrides)
+    requested.output_dir = saved.output_dir = cfg.output_dir  # the run dir found above, wherever it was written
+    saved.sft.run_name = requested.sft.run_name = cfg.sft.run_name
+    for section in SFT_UNREAD:
+        setattr(saved, section, getattr(requested, section))
+    return resume_config(saved, requested)
+
+
+def _stop_on_ctrl_c():
+    """A TrainerCallback for Ctrl-C (SIGINT) during SFT, as GRPO training handles it:
+    finish the step, save a checkpoint, stop; a second Ctrl-C stops at once.
+    (transformers is imported here, not at module load: config errors stay fast.)"""
+    from transformers import TrainerCallback
+
+    class StopOnCtrlC(TrainerCallback):
+        requested = False
+
+        def request_stop(self, signum, frame):
+            if self.requested:
+                raise KeyboardInterrupt
+            print("\n[sft] Ctrl-C: saving a checkpoint after this step, then stopping; --resume continues it "
+                  "(Ctrl-C again to abort)", file=sys.stderr)
+            self.requested = True
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.requested:
+                control.should_save = True
+                control.should_training_stop = True
+
+    return StopOnCtrlC()
 
 
 def cold_start_adapter(cfg: Config) -> str | None:
@@ -164,8 +256,13 @@ def main(argv: list[str] | None = None) -> int:
         args, cfg = parse_cli(parser, argv)
         if args.run_name:
             cfg.sft.run_name = args.run_name
+        if args.resume:
+            cfg = resumed_sft_config(parser, argv, cfg)
         run_sft(cfg, resume=args.resume, overwrite=args.overwrite)
     except (ConfigError, RunDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except SFTInterrupted as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
