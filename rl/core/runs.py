@@ -88,7 +88,7 @@ RESUME_SAFE_KEYS = (
     "grpo.max_steps", "grpo.save_steps", "grpo.gradient_checkpointing",
     "rollout.ray_address", "rollout.num_workers", "rollout.max_num_seqs", "rollout.enforce_eager",
     "rollout.cpu_kv_cache_gb", "rollout.gpus_per_worker", "rollout.cpus_per_worker",
-    "rollout.gpu_memory_utilization", "rollout.max_failures",
+    "rollout.gpu_memory_utilization", "rollout.max_failures", "rollout.generation_timeout_s",
     "reward.comet_batch_size", "reward.comet_gpus",
     "hardware.*", "eval.*",
 )

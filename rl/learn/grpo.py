@@ -21,6 +21,7 @@ import shutil
 import signal
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -45,7 +46,15 @@ class StepStats:
     """Per-step figures our hooks measure and the logging callback drains."""
 
     def __init__(self):
+        self.restart_count: Callable[[], int] = lambda: 0  # the engine's worker restarts so far
+        self._restarts_seen = 0
         self.reset()
+
+    def watch_restarts(self, engine) -> None:
+        """Report ``rollout/worker_restarts`` per step: the rise in the engine's running
+        count (the Ray pool's dead or frozen workers; other backends have none)."""
+        self.restart_count = lambda: getattr(engine, "worker_restarts", 0)
+        self._restarts_seen = self.restart_count()  # a shared engine's earlier restarts are not this run's
 
     def reset(self):
         self.times: dict[str, float] = defaultdict(float)
@@ -71,6 +80,9 @@ class StepStats:
                 out[f"cot/{name}"] = self.cot_labels.count(name) / total
         out["adapter_pushes"] = self.pushes
         out["rollout/prefetch_misses"] = self.prefetch_misses
+        restarts = self.restart_count()
+        out["rollout/worker_restarts"] = restarts - self._restarts_seen
+        self._restarts_seen = restarts
         self.reset()
         return out
 
@@ -284,6 +296,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbac
     own_engine = engine is None
     if own_engine:
         engine = connect_rollout_engine(model_dir, cfg.rollout, cfg.lora, seed=cfg.seed, create=state.is_main_process)
+    stats.watch_restarts(engine)
     feed = RolloutFeed(engine, tokenizer, cfg.sampling, cfg.seed, stats, overlap=cfg.grpo.overlap_generation)
     trainer = GRPOTrainer(
         model=model,

@@ -37,6 +37,8 @@ def check_rollout_config(rollout: RolloutConfig, lora: LoraSettings | None) -> N
         raise ValueError(f"lora.r={lora.r} exceeds rollout.max_lora_rank={rollout.max_lora_rank}")
     if rollout.num_workers < 1 or rollout.max_failures < 0:
         raise ValueError("rollout.num_workers must be >= 1 and rollout.max_failures >= 0")
+    if not rollout.generation_timeout_s > 0:
+        raise ValueError(f"rollout.generation_timeout_s must be > 0 seconds, got {rollout.generation_timeout_s}")
     if rollout.dtype == "bfloat16" and not _has_gpu() and not cpu_has_native_bf16():
         log.warning("rollout.dtype=bfloat16 on a CPU without native bf16 (no avx512_bf16/amx): matmuls are "
                     "emulated and several times slower than float32; consider --rollout.dtype float32")

@@ -8,8 +8,10 @@ same interface as a single engine.
   a small store actor, then switches every worker to it. A bad adapter fails in
   the first step, before any worker has swapped.
 - A worker that dies is restarted by Ray; on restart it pulls the current
-  adapter from the store, and its share of the batch is run again. More than
-  ``rollout.max_failures`` deaths in one call raise a RuntimeError.
+  adapter from the store, and its share of the batch is run again. A worker that
+  has not returned its share within ``rollout.generation_timeout_s`` is taken for
+  frozen, killed, and handled the same way. More than ``rollout.max_failures``
+  failures in one call raise a RuntimeError. ``worker_restarts`` counts them all.
 """
 from __future__ import annotations
 
@@ -139,6 +141,7 @@ class RolloutPool:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         _check_resources(rollout)
         self._version: int | None = None
+        self.worker_restarts = 0  # workers found dead or frozen and restarted, over the pool's life (metrics)
         self.store = ray.remote(AdapterStore).options(
             name=f"{self.name}-store", namespace=NAMESPACE, num_cpus=0).remote()
         worker_cls = ray.remote(RolloutWorker)
@@ -186,6 +189,7 @@ class RolloutPool:
         self._owner = False
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self._version = None
+        self.worker_restarts = 0
         self._wait_ready(range(len(self.workers)))
         return self
 
@@ -198,25 +202,49 @@ class RolloutPool:
         k = len(self.workers)
         bounds = [len(ids) * i // k for i in range(k + 1)]
         shares = [(w, bounds[w], bounds[w + 1]) for w in range(k) if bounds[w + 1] > bounds[w]]
-        submit = lambda w, lo, hi: self.workers[w].generate_ids.remote(ids[lo:hi], sampling, seeds[lo:hi])  # noqa: E731
-        pending = {submit(*share): share for share in shares}
+        pending: dict = {}  # ref -> (share, deadline)
+
+        def submit(w: int, lo: int, hi: int) -> None:
+            ref = self.workers[w].generate_ids.remote(ids[lo:hi], sampling, seeds[lo:hi])
+            pending[ref] = ((w, lo, hi), time.monotonic() + self.rollout.generation_timeout_s)
+
+        for share in shares:
+            submit(*share)
         out: list[PromptResult | None] = [None] * len(ids)
         failures = 0
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            share = pending.pop(done[0])
+            wait_s = max(0.0, min(deadline for _, deadline in pending.values()) - time.monotonic())
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=wait_s)
+            if not done:  # a worker past its deadline is frozen: kill it, Ray restarts it
+                for ref in [r for r, (_, deadline) in pending.items() if deadline <= time.monotonic()]:
+                    share = pending.pop(ref)[0]
+                    ray.kill(self.workers[share[0]], no_restart=False)
+                    failures = self._restart(share, failures, (
+                        f"did not answer within rollout.generation_timeout_s={self.rollout.generation_timeout_s:g} s "
+                        "(frozen?); killed it"))
+                    submit(*share)
+                continue
+            share = pending.pop(done[0])[0]
             try:
                 out[share[1]:share[2]] = ray.get(done[0])
             except ray.exceptions.RayActorError as exc:
-                failures += 1
-                if failures > self.rollout.max_failures:  # other shares finish and are dropped
-                    raise RuntimeError(
-                        f"rollout pool {self.name}: {failures} worker failures in one generate call "
-                        f"(rollout.max_failures={self.rollout.max_failures}); last: {exc}") from exc
-                log.warning("rollout worker %d died (%s); retrying its %d prompts", share[0], exc, share[2] - share[1])
-                self._wait_ready([share[0]])
-                pending[submit(*share)] = share
+                failures = self._restart(share, failures, f"died ({exc})")
+                submit(*share)
         return out  # type: ignore[return-value]
+
+    def _restart(self, share: tuple[int, int, int], failures: int, what: str) -> int:
+        """One more failure of this generate call: raise past ``rollout.max_failures``
+        (the other shares finish and are dropped), else wait for Ray to restart the
+        worker so its share can run again. Returns the new failure count."""
+        failures += 1
+        worker, lo, hi = share
+        if failures > self.rollout.max_failures:
+            raise RuntimeError(f"rollout pool {self.name}: {failures} worker failures in one generate call "
+                               f"(rollout.max_failures={self.rollout.max_failures}); last: worker {worker} {what}")
+        log.warning("rollout worker %d %s; retrying its %d prompts on the restarted worker", worker, what, hi - lo)
+        self.worker_restarts += 1
+        self._wait_ready([worker])
+        return failures
 
     # --------------------------------------------------------------- adapters
     @property
@@ -259,6 +287,7 @@ class RolloutPool:
                     failures += 1
                     if failures > self.rollout.max_failures:
                         raise RuntimeError(f"rollout pool {self.name}: {method} failed {failures} times: {exc}") from exc
+                    self.worker_restarts += 1
                     self._wait_ready([i])
                     retry.append(i)
             todo = retry
