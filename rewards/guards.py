@@ -19,8 +19,10 @@ numbers with the reference; a runaway completion wastes the whole token budget.
   target's probability was >= 0.15 on every real line (p1 >= 0.49) and
   <= 0.07 on every line of the other 25 languages, hence ``min_prob=0.1``.
   Answers with fewer than ``min_letters`` letters (names, numbers) and target
-  languages langid does not know (toy languages, unknown codes) get 0.0: no
-  penalty, since we cannot tell.
+  languages langid does not know (toy languages, unknown codes, FLORES languages
+  without a langid model, e.g. Bambara) get 0.0: no penalty, since we cannot tell;
+  a real language without a model is named once in a logged notice.
+  :func:`lang_id_support` says per language which label is used, or why none.
 * ``length_guard``: runaway completions. Triggers when the rollout reports it
   was cut off (column ``finish_reason`` == "length" or ``truncated`` true), when
   the answer is longer than ``max_ratio`` x the longer of source and reference
@@ -36,7 +38,8 @@ from functools import lru_cache
 from sacrebleu.metrics import CHRF
 
 from rewards.base import answers, batch_size, column, safe
-from rewards.languages import lang_key
+from rewards.languages import is_toy, key_candidates, language, notice_once
+from rl.languages import LANGUAGES
 
 _CLOSE_VARIANTS = [{"zh", "wuu", "yue"}, {"id", "ms"}, {"ar", "ary", "arz"}, {"hr", "bs", "sr"}, {"no", "nn"}]
 
@@ -81,11 +84,46 @@ def _identifier():
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
+_ONE_MODEL_SCRIPTS = {"Hans", "Hant"}  # script variants one langid model covers (Chinese's shared characters)
+
+
+def _script_variants(lang) -> list[str]:
+    base = lang.flores200.split("_")[0]
+    return [other.flores200 for other in LANGUAGES if other.flores200.split("_")[0] == base]
+
+
+@lru_cache(maxsize=4096)
+def lang_id_support(tgt_lang: str | None) -> tuple[str | None, str]:
+    """(py3langid label for the target language or None, why): the first of the language's
+    short codes (ISO 639-1, ISO 639-3, macrolanguage) that langid has a model for."""
+    classes = set(_identifier().nb_classes)
+    lang = language(tgt_lang)
+    who = f"{lang.name} ({lang.flores200})" if lang else repr(tgt_lang)
+    candidates = key_candidates(tgt_lang)
+    if lang is not None and len(variants := _script_variants(lang)) > 1:
+        owner = language(lang.flores200.split("_")[0])  # the variant the bare code means; None if none
+        if owner is not lang and not {v.split("_")[1] for v in variants} <= _ONE_MODEL_SCRIPTS:
+            return None, (f"{who}: FLORES has this language in {', '.join(variants)} and langid's model "
+                          "does not say which script it learnt, so lang_guard gives no penalty for this target")
+        if owner is not None and owner is not lang:  # zho_Hant: Chinese's model, as for zho_Hans
+            candidates += key_candidates(owner.flores200)
+    label = next((k for k in candidates if k in classes), None)
+    if label is not None:
+        return label, f"{who}: py3langid label {label!r}"
+    if lang is None:
+        what = "no target language" if not tgt_lang else "toy language" if is_toy(tgt_lang) else "unknown language code"
+        return None, f"{what} {tgt_lang!r}: no language check, no penalty"
+    return None, f"{who}: py3langid has no model for it, so lang_guard gives no penalty for this target"
+
+
 def target_probability(text: str, tgt_lang: str | None) -> float | None:
-    """langid's probability that ``text`` is in ``tgt_lang`` (close variants included); None if langid can't tell."""
-    key = lang_key(tgt_lang)
+    """langid's probability that ``text`` is in ``tgt_lang`` (close variants included); None if langid can't tell
+    (a real language without a langid model is named once in a notice)."""
+    key, why = lang_id_support(tgt_lang)
     ident = _identifier()
-    if key is None or key not in ident.nb_classes:
+    if key is None:
+        if tgt_lang and not is_toy(tgt_lang):
+            notice_once("lang_guard", tgt_lang, f"lang_guard: {why}")
         return None
     group = next((g for g in _CLOSE_VARIANTS if key in g), {key})
     probs = dict(ident.rank(text))

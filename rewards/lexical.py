@@ -3,15 +3,18 @@
 Sentence rewards return sacrebleu's own scale (0-100), so a logged ``chrf`` is
 the number a user knows; presets divide by 100 through their weights.
 
-BLEU's tokenizer follows the target language: as sacrebleu recommends, ``zh``
-for Chinese, ``ja-mecab`` for Japanese, ``ko-mecab`` for Korean; ``char`` for
-Thai, Khmer, Lao and Myanmar; ``13a`` otherwise. Those four scripts put no
-spaces between words, so ``13a`` makes a few phrase-sized tokens of a sentence
+BLEU's tokenizer follows the target language's script (the FLORES-200 code
+says it): as sacrebleu recommends, ``zh`` for Chinese (Hans, Hant: Chinese and
+Cantonese), ``ja-mecab`` for Japanese, ``ko-mecab`` for Korean; ``char`` for
+Thai, Khmer, Lao, Myanmar (Burmese, Shan) and Tibetan (Tibetan, Dzongkha);
+``13a`` otherwise. Those scripts put no spaces between words, so ``13a`` makes a few phrase-sized tokens of a sentence
 and one changed character costs a whole phrase (on FLORES Thai lines, sentence
 BLEU 30-81 with ``13a``, above 92 with ``char``). The name chosen is reported
 as ``bleu_tokenizer`` and in the BLEU signature (``tok:char``). If MeCab is
 not installed (``pip install "sacrebleu[ja,ko]"``) we fall back to ``char``
-(ja) / ``13a`` (ko) with a logged notice, and the signature says so.
+(ja) / ``13a`` (ko) with a logged notice, and the signature says so. A target
+code no table knows gets ``13a`` with a one-time notice
+(:func:`bleu_tokenizer_support` says per language what is used and why).
 sacrebleu's flores101/flores200 SPM tokenizers download their model on first
 use, so spBLEU here only takes a local SentencePiece model file
 (``spm_model=path``); pieces are produced exactly as sacrebleu's TokenizerSPM
@@ -34,18 +37,36 @@ from functools import lru_cache
 from sacrebleu.metrics import BLEU, CHRF
 
 from rewards.base import answers, batch_size, column
-from rewards.languages import lang_key
+from rewards.languages import is_toy, language, notice_once, script
 
 log = logging.getLogger("rewards")
 
-_SPECIAL_TOKENIZERS = {"zh": "zh", "yue": "zh", "wuu": "zh", "ja": "ja-mecab", "ko": "ko-mecab",
-                       "th": "char", "km": "char", "lo": "char", "my": "char"}  # no spaces between words
+_SCRIPT_TOKENIZERS = {"Hans": "zh", "Hant": "zh", "Jpan": "ja-mecab", "Hang": "ko-mecab",
+                      "Thai": "char", "Khmr": "char", "Laoo": "char", "Mymr": "char", "Tibt": "char"}
 _MECAB_FALLBACK = {"ja-mecab": "char", "ko-mecab": "13a"}
 
 
+@lru_cache(maxsize=4096)
+def bleu_tokenizer_support(tgt_lang: str | None) -> tuple[str, str]:
+    """(tokenizer sacrebleu should use, why) for a target language, before MeCab's availability is checked."""
+    lang, scr = language(tgt_lang), script(tgt_lang)
+    if lang is None:
+        what = "no target language" if not tgt_lang else "toy language" if is_toy(tgt_lang) else "unknown language code"
+        return "13a", f"{what} {tgt_lang!r}: 13a, the tokenizer for space-separated scripts"
+    tok = _SCRIPT_TOKENIZERS.get(scr, "13a")
+    if tok == "char":
+        return tok, f"{lang.name} ({lang.flores200}): the {scr} script puts no spaces between words"
+    if tok != "13a":
+        return tok, f"{lang.name} ({lang.flores200}): sacrebleu's tokenizer for the {scr} script"
+    return tok, f"{lang.name} ({lang.flores200}): words separated by spaces ({scr} script)"
+
+
 def bleu_tokenizer(tgt_lang: str | None) -> str:
-    """sacrebleu tokenizer name for a target language (FLORES-200, FLORES-101 or ISO 639-1 code)."""
-    wanted = _SPECIAL_TOKENIZERS.get(lang_key(tgt_lang) or "", "13a")
+    """sacrebleu tokenizer name for a target language (any code rl.languages resolves); an unknown code
+    gets 13a with a one-time notice."""
+    wanted, why = bleu_tokenizer_support(tgt_lang)
+    if tgt_lang and language(tgt_lang) is None and not is_toy(tgt_lang):
+        notice_once("bleu_tokenizer", tgt_lang, f"BLEU tokenizer: {why}")
     return _available(wanted)
 
 

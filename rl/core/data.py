@@ -173,12 +173,16 @@ def load_ntrex(root, directions, limit: int | None = None) -> list[Example]:
 
     def file_of(code: str) -> Path:
         lang = resolve_language(code)
-        path = root / (
-            "newstest2019-src.eng.txt" if lang.flores200 == "eng_Latn" else f"newstest2019-ref.{lang.ntrex}.txt"
-        )
-        if lang.ntrex is None or not path.is_file():
-            raise DataError(f"NTREX: no file for {lang.name} ({lang.flores200}); looked for {path}")
-        return path
+        if lang.flores200 == "eng_Latn":
+            tried = [root / "newstest2019-src.eng.txt"]
+        else:  # NTREX's own code where the table knows it, else the ISO 639-3 codes NTREX mostly uses
+            codes = [lang.ntrex] if lang.ntrex else [c for c in (lang.flores101, *lang.aliases) if re.fullmatch(r"[a-z]{3}", c)]
+            tried = [root / f"newstest2019-ref.{c}.txt" for c in dict.fromkeys(codes)]
+        for path in tried:
+            if path.is_file():
+                return path
+        raise DataError(f"NTREX: no file for {lang.name} ({lang.flores200}); looked for "
+                        + (", ".join(map(str, tried)) or "nothing (no ISO 639-3 code known)"))
 
     return _pairs("ntrex", directions, file_of, lambda n: _read_doc_ids(root / "DOCUMENT_IDS.tsv", 0, n, False), limit)
 

@@ -4,11 +4,20 @@ codes to each other and to the display name used in prompts.
 Datasets, configs and papers name languages differently ("de", "deu", "deu_Latn";
 NTREX's "zho-CN", FLORES+'s "cmn_Hans"). Everything inside the product uses the
 canonical FLORES-200 code; this module is the only place that knows the others.
+
+Every FLORES-200 language (204) is known: the list is generated once from the
+FLORES-200 / FLORES-101 code lists (see rl/make_languages.py) into
+rl/flores_languages.tsv, which ships with the package. The curated entries below
+override a generated row: they carry the prompt's display name and NTREX-128's own
+file codes. Bare codes of a language FLORES has in two scripts mean the script it
+uses by default ("zh" / "zho": zho_Hans; "ar": arb_Arab; "kas": kas_Arab); the others
+("ace", "bjn", "knc", "min", "taq") are refused as ambiguous, naming both codes.
 """
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 
 class UnknownLanguageError(ValueError):
@@ -18,10 +27,10 @@ class UnknownLanguageError(ValueError):
 @dataclass(frozen=True)
 class Language:
     flores200: str  # canonical code, e.g. "deu_Latn"
-    flores101: str  # e.g. "deu", "zho_simpl"
+    flores101: str  # e.g. "deu", "zho_simpl"; the FLORES-200 code where FLORES-101 lacks the language
     iso1: str | None  # e.g. "de"; None where ISO 639-1 has no code for the variety
     name: str  # display name for prompts, e.g. "German"
-    ntrex: str | None = None  # NTREX-128 file code, e.g. "zho-CN"
+    ntrex: str | None = None  # NTREX-128 file code, e.g. "zho-CN"; None: not known (loaders try the ISO codes)
     aliases: tuple[str, ...] = ()  # other accepted spellings (FLORES+ relabels, macrolanguage codes)
 
 
@@ -33,7 +42,7 @@ def _toy(code: str, name: str) -> Language:
     return Language(code, code, code, name, code)
 
 
-LANGUAGES: tuple[Language, ...] = (
+_CURATED: tuple[Language, ...] = (
     # The 26 languages of the shared FLORES-200 copy (all 21 of R1-T1's evaluation among them).
     _lang("eng_Latn", "eng", "en", "English", "eng"),
     _lang("deu_Latn", "deu", "de", "German", "deu"),
@@ -82,6 +91,43 @@ LANGUAGES: tuple[Language, ...] = (
     _toy("toy_xx", "Toy Xish"),
 )
 
+_TABLE = Path(__file__).with_name("flores_languages.tsv")
+
+
+def _generated_rows() -> list[Language]:
+    """The generated FLORES-200 table (rl/make_languages.py writes it; header lines start with '#')."""
+    rows = []
+    for n, line in enumerate(_TABLE.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith(("#", "flores200\t")):
+            continue
+        fields = line.split("\t")
+        if len(fields) != 5:
+            raise RuntimeError(f"{_TABLE}:{n}: expected 5 tab-separated fields, got {len(fields)}")
+        code, f101, iso1, name, aliases = fields
+        rows.append(Language(code, f101 or code, iso1 or None, name, None, tuple(aliases.split())))
+    return rows
+
+
+def _all_languages() -> tuple[Language, ...]:
+    """Curated entries (with the generated row's extra aliases, e.g. "pes"), then every other FLORES-200 language."""
+    generated = {lang.flores200: lang for lang in _generated_rows()}
+    out = []
+    for lang in _CURATED:
+        row = generated.pop(lang.flores200, None)
+        if row is not None:
+            known = {_norm(k) for k in (lang.flores200, lang.flores101, lang.iso1, lang.ntrex, lang.name, *lang.aliases) if k}
+            extra = tuple(a for a in row.aliases if _norm(a) not in known)
+            lang = replace(lang, aliases=lang.aliases + extra) if extra else lang
+        out.append(lang)
+    return tuple(out) + tuple(generated.values())
+
+
+def _norm(code: str) -> str:
+    return code.strip().lower().replace("-", "_")
+
+
+LANGUAGES: tuple[Language, ...] = _all_languages()
+
 # R1-T1's evaluation languages (FLORES-101 directions with English and Chinese).
 R1T1_LANGUAGES: tuple[str, ...] = tuple(
     {lang.iso1: lang.flores200 for lang in LANGUAGES}[iso]
@@ -89,10 +135,6 @@ R1T1_LANGUAGES: tuple[str, ...] = tuple(
 )
 
 PRESETS = ("r1t1",)
-
-
-def _norm(code: str) -> str:
-    return code.strip().lower().replace("-", "_")
 
 
 def _build_index() -> dict[str, Language]:
@@ -110,12 +152,21 @@ def _build_index() -> dict[str, Language]:
 _INDEX = _build_index()
 
 
+def _script_variants(code: str) -> list[str]:
+    """FLORES-200 codes whose language part is ``code`` ("ace" -> ace_Arab, ace_Latn)."""
+    return [lang.flores200 for lang in LANGUAGES if lang.flores200.split("_")[0].lower() == _norm(code)]
+
+
 def resolve_language(code: str) -> Language:
     """Find a language by any of its codes or its display name, case-insensitively."""
     if not isinstance(code, str) or not code.strip():
         raise UnknownLanguageError(f"language code must be a non-empty string, got {code!r}")
     lang = _INDEX.get(_norm(code))
     if lang is None:
+        variants = _script_variants(code)
+        if len(variants) > 1:
+            raise UnknownLanguageError(f"ambiguous language code {code!r}: FLORES-200 has it in several scripts "
+                                       f"({', '.join(variants)}); name one")
         close = difflib.get_close_matches(_norm(code), list(_INDEX), n=8, cutoff=0.6)
         hints = list(dict.fromkeys(_INDEX[c].flores200 for c in close))[:4]
         hint = f"; did you mean {', '.join(hints)}?" if hints else ""
