@@ -39,7 +39,7 @@ from sacrebleu.metrics import CHRF
 
 from rewards.base import answers, batch_size, column, safe
 from rewards.languages import is_toy, key_candidates, language, notice_once
-from rl.languages import LANGUAGES
+from rl.core.languages import LANGUAGES
 
 _CLOSE_VARIANTS = [{"zh", "wuu", "yue"}, {"id", "ms"}, {"ar", "ary", "arz"}, {"hr", "bs", "sr"}, {"no", "nn"}]
 

@@ -2,12 +2,12 @@
 
 The trainer passes FLORES-200 codes (``deu_Latn``, ``zho_Hans``); users may
 write FLORES-101 codes (``deu``, ``zho_simpl``), ISO 639-1 (``de``) or any other
-form rl.languages accepts; it resolves them (every FLORES-101/200 language). The
+form rl.core.languages accepts; it resolves them (every FLORES-101/200 language). The
 rewards need two things per language: the script (the BLEU tokenizer follows it:
 Han, Kana, Hangul and the scripts without spaces between words are special) and
 candidate labels for the language-ID model (py3langid's labels are ISO 639-1
 where one exists, else ISO 639-3). Toy codes (``toy_en``) map to None: callers
-treat None as "no language-specific behaviour". A code rl.languages does not know
+treat None as "no language-specific behaviour". A code rl.core.languages does not know
 is kept as written when it looks like an ISO code ("fy"), so langid labels still work.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import logging
 import re
 from functools import lru_cache
 
-from rl.languages import Language, UnknownLanguageError, resolve_language
+from rl.core.languages import Language, UnknownLanguageError, resolve_language
 
 log = logging.getLogger("rewards")
 _noticed: set[tuple[str, str]] = set()

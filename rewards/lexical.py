@@ -62,7 +62,7 @@ def bleu_tokenizer_support(tgt_lang: str | None) -> tuple[str, str]:
 
 
 def bleu_tokenizer(tgt_lang: str | None) -> str:
-    """sacrebleu tokenizer name for a target language (any code rl.languages resolves); an unknown code
+    """sacrebleu tokenizer name for a target language (any code rl.core.languages resolves); an unknown code
     gets 13a with a one-time notice."""
     wanted, why = bleu_tokenizer_support(tgt_lang)
     if tgt_lang and language(tgt_lang) is None and not is_toy(tgt_lang):

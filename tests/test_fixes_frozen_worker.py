@@ -18,9 +18,9 @@ from types import SimpleNamespace
 import pytest
 
 from helpers_models import build_tiny_qwen2, save_random_lora
-from rl.analytics import CotLabeler
-from rl.config import LoraSettings, RolloutConfig, SamplingConfig
-from rl.grpo import StepStats, _LoggingCallback
+from rl.core.analytics import CotLabeler
+from rl.core.config import LoraSettings, RolloutConfig, SamplingConfig
+from rl.learn.grpo import StepStats, _LoggingCallback
 from rl.rollout import make_rollout_engine
 from rl.rollout.pool import RolloutPool
 

@@ -111,7 +111,7 @@ def test_r1t1_preset():
 
 # ----------------------------------------------------------------------------- every FLORES language (issue 13.5)
 
-from rl import make_languages  # noqa: E402
+from rl.tools import make_languages  # noqa: E402
 
 NEW = {"amh_Ethi": ("am", "amh", "Amharic"), "mya_Mymr": ("my", "mya", "Burmese"), "npi_Deva": ("ne", "npi", "Nepali"),
        "zul_Latn": ("zu", "zul", "Zulu"), "ibo_Latn": ("ig", "ibo", "Igbo"), "yue_Hant": (None, "yue", "Yue Chinese")}
@@ -166,7 +166,7 @@ def test_language_in_two_scripts_without_default_is_refused_naming_both():
 
 
 def test_generated_table_matches_its_generator():
-    """rl/flores_languages.tsv is what `python -m rl.make_languages` writes from its sources."""
+    """rl/core/flores_languages.tsv is what `python -m rl.tools.make_languages` writes from its sources."""
     pytest.importorskip("pycountry")
     shipped = [line.split("\t") for line in make_languages.OUT.read_text(encoding="utf-8").splitlines()
                if line and not line.startswith(("#", "flores200\t"))]
@@ -174,7 +174,7 @@ def test_generated_table_matches_its_generator():
 
 
 def test_ntrex_file_found_by_iso_code_for_a_generated_language(tmp_path):
-    from rl.data import load_ntrex
+    from rl.core.data import load_ntrex
 
     (tmp_path / "newstest2019-src.eng.txt").write_text("Hello.\nBye.\n", encoding="utf-8")
     (tmp_path / "newstest2019-ref.nep.txt").write_text("नमस्ते।\nबिदा।\n", encoding="utf-8")

@@ -6,8 +6,8 @@ NTREX's "zho-CN", FLORES+'s "cmn_Hans"). Everything inside the product uses the
 canonical FLORES-200 code; this module is the only place that knows the others.
 
 Every FLORES-200 language (204) is known: the list is generated once from the
-FLORES-200 / FLORES-101 code lists (see rl/make_languages.py) into
-rl/flores_languages.tsv, which ships with the package. The curated entries below
+FLORES-200 / FLORES-101 code lists (see rl/tools/make_languages.py) into
+rl/core/flores_languages.tsv, which ships with the package. The curated entries below
 override a generated row: they carry the prompt's display name and NTREX-128's own
 file codes. Bare codes of a language FLORES has in two scripts mean the script it
 uses by default ("zh" / "zho": zho_Hans; "ar": arb_Arab; "kas": kas_Arab); the others
@@ -95,7 +95,7 @@ _TABLE = Path(__file__).with_name("flores_languages.tsv")
 
 
 def _generated_rows() -> list[Language]:
-    """The generated FLORES-200 table (rl/make_languages.py writes it; header lines start with '#')."""
+    """The generated FLORES-200 table (rl/tools/make_languages.py writes it; header lines start with '#')."""
     rows = []
     for n, line in enumerate(_TABLE.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip() or line.startswith(("#", "flores200\t")):
