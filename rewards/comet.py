@@ -26,6 +26,7 @@ from pathlib import Path
 
 from rewards import comet_shim
 from rewards.base import answers, batch_size
+from rl.core.ray_cluster import NAMESPACE  # the pool's: one namespace for all of a run's actors
 
 comet_shim.apply()
 
@@ -33,7 +34,6 @@ log = logging.getLogger("rewards")
 
 DEFAULT_MODEL = "Unbabel/wmt22-comet-da"
 DEFAULT_QE_MODEL = "Unbabel/wmt22-cometkiwi-da"
-NAMESPACE = "r1t1"
 
 
 class CometModelError(RuntimeError):
@@ -173,8 +173,9 @@ def get_scorer(model: str = DEFAULT_MODEL, batch_size: int = 64, gpus: float | N
     """
     import ray
 
-    if not ray.is_initialized():
-        ray.init(namespace=namespace, ignore_reinit_error=True)  # $RAY_ADDRESS if set, else a local cluster
+    from rl.core.ray_cluster import init_ray
+
+    init_ray()  # the run's cluster if this process joined one (rl/learn/grpo.py does first), else $RAY_ADDRESS or local
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     name = name or f"comet-scorer:{model}"

@@ -32,6 +32,7 @@ from rl.core import resolve
 from rl.core.analytics import CotLabeler
 from rl.core.config import Config
 from rl.core.parsing import parse_completion
+from rl.core.ray_cluster import join_launch_cluster
 from rl.core.prompts import full_completion, load_templates, prompt_for_example, uses_prefill
 from rl.rollout.feed import RolloutFeed, add_lookahead
 from rl.core.runs import MetricsLog, last_checkpoint, plot_run, read_metrics, save_adapter, write_resolved_config
@@ -235,6 +236,18 @@ def grpo_args(cfg: Config, run_dir: Path, num_processes: int):
     )
 
 
+def load_reward(cfg: Config, is_main: bool, own_cluster: bool = True):
+    """The run's reward, loaded once this rank has joined the run's Ray cluster: a COMET reward
+    starts (or finds) its scorer actor there, so all ranks share one actor in one cluster.
+    Loaded first, each rank's COMET actor called a plain ``ray.init()``: separate local
+    clusters, ``rollout.ray_address`` ignored, and ranks > 0 never found the rollout pool."""
+    from rewards import load_from_config
+
+    if own_cluster and cfg.rollout.backend == "ray-vllm":
+        join_launch_cluster(cfg.rollout.ray_address, create=is_main)
+    return load_from_config(cfg.reward)
+
+
 def load_policy(cfg: Config, model_dir: str, adapter: str | None):
     """Base model + trainable LoRA: the cold-start adapter if given, else a fresh one (peft_config)."""
     from peft import LoraConfig, PeftModel
@@ -266,12 +279,11 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbac
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
-    from rewards import load_from_config
     from rl.rollout import connect_rollout_engine
 
     state = PartialState()
     score_only_completion_tokens_on_cpu()  # no-op for CUDA tensors (TRL already does it there)
-    reward = load_from_config(cfg.reward)  # fail on a bad spec before any model loads
+    reward = load_reward(cfg, state.is_main_process, own_cluster=engine is None)  # a bad spec fails before models load
     if state.is_main_process:
         model_dir = resolve.model_path(cfg)
         adapter = cold_start_adapter(cfg)  # trains the toy recipe's cold start on first use

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
-from pathlib import Path
 
 from rl.core.config import LoraSettings, RolloutConfig
+from rl.core.ray_cluster import join_launch_cluster, launch_address_file, launch_name
 from rl.rollout.base import (
     VLLM_MAX_LORA_RANKS, AdapterError, Completion, PromptResult, RolloutEngine, check_adapter,
 )
@@ -76,20 +75,14 @@ def connect_rollout_engine(model_path: str, rollout: RolloutConfig, lora: LoraSe
     check_rollout_config(rollout, lora)
     from rl.rollout.pool import RolloutPool
 
-    name = f"rollout-{os.environ.get('MASTER_ADDR', 'local')}-{os.environ.get('MASTER_PORT', '0')}".replace(".", "_")
-    # Without a cluster address, the creator starts a local Ray cluster; `ray.init("auto")`
-    # cannot find one started that way, so the creator leaves its address in a file named
-    # after the launcher process (the common parent of this launch's ranks on this node).
-    address_file = Path(tempfile.gettempdir()) / f"r1t1-{name}-{os.getppid()}.ray-address"
+    # All ranks join one cluster (rl/core/ray_cluster.py); train() usually joined it already.
+    _, address_file = join_launch_cluster(rollout.ray_address, create)
+    name = launch_name()
     if create:
         pool = RolloutPool(model_path, rollout, lora, seed, name=name)
-        if not (rollout.ray_address or os.environ.get("RAY_ADDRESS")):
-            import ray
-
-            address_file.write_text(ray.get_runtime_context().gcs_address)
-            pool.cleanup_files.append(address_file)
+        pool.cleanup_files += [address_file] if address_file else []
         return pool
-    return RolloutPool.attach(name, model_path, rollout, address_file=address_file)
+    return RolloutPool.attach(name, model_path, rollout, address_file=launch_address_file())
 
 
 def _has_gpu() -> bool:

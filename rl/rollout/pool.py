@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Sequence
 
 from rl.core.config import LoraSettings, RolloutConfig, SamplingConfig
+from rl.core.ray_cluster import NAMESPACE, init_ray, read_address_file
 from rl.rollout.base import (
     AdapterError, PromptResult, check_adapter, check_sampling, read_adapter_files, request_seeds, tokenize_prompts,
 )
 from rl.rollout.vllm_engine import VLLMEngine
 
 log = logging.getLogger(__name__)
-NAMESPACE = "r1t1"
 READY_TIMEOUT_S = 900.0  # a vLLM engine starts in 10-120 s here; beyond this something is wrong
 
 
@@ -176,7 +176,7 @@ class RolloutPool:
                 if address is None and address_file is not None:
                     if not address_file.is_file():
                         raise ConnectionError(f"waiting for the pool creator to write {address_file}")
-                    address = address_file.read_text().strip()
+                    address, _ = read_address_file(address_file)
                 self._owns_ray |= _init_ray(rollout, address=address or "auto")
                 self.store = ray.get_actor(f"{name}-store", namespace=NAMESPACE)
                 self.workers = [ray.get_actor(f"{name}-worker-{i}", namespace=NAMESPACE)
@@ -347,17 +347,9 @@ class RolloutPool:
 
 
 def _init_ray(rollout: RolloutConfig, address: str | None = None) -> bool:
-    """Join ``rollout.ray_address`` / $RAY_ADDRESS, else start a local cluster.
-    Returns whether this call initialised Ray (and so must shut it down)."""
-    ray = _ray()
-    if ray.is_initialized():
-        return False
-    address = address or rollout.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
-    else:
-        ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
-    return True
+    """Join ``address`` / ``rollout.ray_address`` / $RAY_ADDRESS, else start a local cluster
+    (rl/core/ray_cluster.py). Returns whether this call initialised Ray (and so must shut it down)."""
+    return init_ray(address or rollout.ray_address)
 
 
 def _check_resources(rollout: RolloutConfig) -> None:
