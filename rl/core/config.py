@@ -157,6 +157,14 @@ class GRPOSettings:
     # weighted by the importance-sampling correction above, which it therefore needs)
     overlap_generation: bool = False
     mask_truncated_completions: bool = False
+    # Warn when the mean |sampler - learner| per-token logprob gap of a step (metrics.jsonl:
+    # sampler_logp_diff) exceeds this, in nats: the samples did not come from the learner's policy
+    # (an adapter push skipped or not delivered, a stale worker). In sync the gap is ~1e-6 with fp32
+    # engines and ~0.02-0.03 with bf16 ones (RMS 0.03 reported for Qwen2.5-0.5B, fp32 LM head), so
+    # 0.1 leaves 3x room for bf16 noise. A stale adapter's gap grows with every step it misses
+    # (toy world, fresh LoRA, pushes skipped from step 2: 0.018, 0.086 nats at lr 5e-4; 1.6, 3.6 at 5e-3).
+    # Not checked with grpo.overlap_generation (one version behind by design). null: never warn.
+    onpolicy_gap_warn: float | None = 0.1
     max_prompt_length: int = 512
     warmup_ratio: float = 0.0
     gradient_checkpointing: bool = False
@@ -390,8 +398,26 @@ def check_paths(cfg: Config, where: str) -> None:
                           "grpo.importance_sampling_correction: true")
     if cfg.grpo.overlap_generation and cfg.grpo.num_iterations != 1:
         raise ConfigError(f"{where}: grpo.overlap_generation needs grpo.num_iterations: 1 (got {cfg.grpo.num_iterations})")
+    check_truncated_sampling(cfg, where)
     check_limits(cfg, where)
     check_eval_split(cfg.eval.split, f"{where}: eval.split")
+
+
+def check_truncated_sampling(cfg: Config, where: str) -> None:
+    """Refuse top-p/top-k sampling with TRL's importance-sampling correction. The engines return
+    the sampled token's logprob renormalised over the tokens top-p/top-k kept (vLLM's
+    ``processed_logprobs``; vLLM 0.32 has no mode with temperature but without truncation:
+    ``raw_logprobs`` is before temperature), while the learner scores the full temperature-scaled
+    distribution. The ratio is then the kept probability mass, not the policy lag: every token's
+    loss is scaled down by it (trl#6789; tests/test_fixes_onpolicy.py measures it)."""
+    s = cfg.sampling
+    if cfg.grpo.importance_sampling_correction and (s.top_p < 1.0 or s.top_k > 0):
+        raise ConfigError(
+            f"{where}: sampling.top_p={s.top_p} / sampling.top_k={s.top_k} truncate the sampling distribution, and "
+            "grpo.importance_sampling_correction would then weigh every token by the probability mass top-p/top-k "
+            "kept (the engine's logprobs are renormalised over the kept tokens, the learner's are not), not by the "
+            "policy lag; set sampling.top_p: 1.0 and sampling.top_k: -1, or grpo.importance_sampling_correction: "
+            "false (not possible with grpo.overlap_generation)")
 
 
 EVAL_SPLITS = ("dev", "devtest")  # FLORES' two public splits

@@ -81,11 +81,11 @@ def write_resolved_config(cfg: Config, run_dir: Path) -> None:
 # Keys a resumed run may take from the command line: where and how long it runs, not
 # what it learns. Placement and engine knobs (the pool, its memory, eager mode), the
 # machine it is planned for, evaluation settings (training never reads them), COMET's
-# batch/GPU placement, gradient checkpointing (same numbers, less memory), and how long
-# it trains and how often it saves. "x.*" allows every key of section x.
+# batch/GPU placement, gradient checkpointing (same numbers, less memory), how long
+# it trains and how often it saves, and when the on-policy check warns. "x.*" allows every key of section x.
 RESUME_SAFE_KEYS = (
     "run_name", "output_dir",
-    "grpo.max_steps", "grpo.save_steps", "grpo.gradient_checkpointing",
+    "grpo.max_steps", "grpo.save_steps", "grpo.gradient_checkpointing", "grpo.onpolicy_gap_warn",
     "rollout.ray_address", "rollout.num_workers", "rollout.max_num_seqs", "rollout.enforce_eager",
     "rollout.cpu_kv_cache_gb", "rollout.gpus_per_worker", "rollout.cpus_per_worker",
     "rollout.gpu_memory_utilization", "rollout.max_failures", "rollout.generation_timeout_s",

@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +65,7 @@ class StepStats:
         self.cot_labels: list[str] = []
         self.pushes = 0
         self.prefetch_misses = 0
+        self.logp_gap = [0.0, 0]  # sum of |sampler - learner| token logprob gaps, tokens (measure_sampler_gap)
 
     def drain(self, labeler: CotLabeler) -> dict[str, float]:
         """The step's figures, then a fresh start. ``cot/<label>`` shares are over every
@@ -79,6 +81,8 @@ class StepStats:
             total = len(self.cot_labels)
             for name in labeler.labels:
                 out[f"cot/{name}"] = self.cot_labels.count(name) / total
+        if self.logp_gap[1]:
+            out["sampler_logp_diff"] = self.logp_gap[0] / self.logp_gap[1]
         out["adapter_pushes"] = self.pushes
         out["rollout/prefetch_misses"] = self.prefetch_misses
         restarts = self.restart_count()
@@ -122,6 +126,44 @@ class AdapterSync:
         self.push_first = None
         acc.wait_for_everyone()
         self.stats.times["sync"] += time.perf_counter() - start
+
+
+def measure_sampler_gap(trainer, stats: StepStats) -> None:
+    """With the importance-sampling correction off, TRL never compares the workers' logprobs
+    with the learner's, so a stale or undelivered adapter would go unseen. The learner's
+    scoring pass in the loss already has them: TRL's ``old_per_token_logps`` when it computed
+    them (num_iterations > 1), else the pass's own, taken before this step's update. No extra
+    forward pass. Accumulates the mean |gap| over completion tokens in ``stats`` (this
+    process's share). Wraps TRL 1.16's private ``_compute_loss`` /
+    ``_get_per_token_logps_and_entropies`` (the latter for the duration of one loss only)."""
+    compute_loss, score = trainer._compute_loss, trainer._get_per_token_logps_and_entropies
+
+    def add_gap(learner: torch.Tensor, inputs) -> None:
+        sampler = inputs.get("sampling_per_token_logps")
+        if sampler is None:
+            return
+        gap = (learner.detach() - sampler).abs()[inputs["completion_mask"].bool()]
+        gap = gap[~torch.isnan(gap)]  # tokens the engine could not score (as TRL's own metric)
+        stats.logp_gap[0] += float(gap.sum())
+        stats.logp_gap[1] += gap.numel()
+
+    def compute_loss_measuring(model, inputs):
+        if inputs.get("old_per_token_logps") is not None:
+            add_gap(inputs["old_per_token_logps"], inputs)
+            return compute_loss(model, inputs)
+
+        def score_and_measure(*args, **kwargs):
+            out = score(*args, **kwargs)
+            add_gap(out[0], inputs)
+            return out
+
+        trainer._get_per_token_logps_and_entropies = score_and_measure
+        try:
+            return compute_loss(model, inputs)
+        finally:
+            trainer._get_per_token_logps_and_entropies = score
+
+    trainer._compute_loss = compute_loss_measuring
 
 
 class NonFiniteRewardError(ValueError):
@@ -324,6 +366,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbac
     trainer.use_vllm = True
     trainer.vllm_generation = sync = AdapterSync(trainer, engine, sync_root, stats, feed)
     trainer._last_loaded_step = -1
+    if not cfg.grpo.importance_sampling_correction:  # else TRL logs the gap itself
+        measure_sampler_gap(trainer, stats)
     if feed.overlap:
         add_lookahead(trainer, feed)
         trainer.add_callback(_SaveRolloutAdapter(sync))
@@ -406,6 +450,20 @@ class _RestorePolicyAdapter(TrainerCallback):
             raise RuntimeError(f"{self.checkpoint}: adapter weights the policy does not have: {result.unexpected_keys[:3]}")
 
 
+class OffPolicyWarning(UserWarning):
+    """The samples of a step came from another policy than the learner's."""
+
+
+def _gap_threshold(cfg: Config) -> float | None:
+    """``grpo.onpolicy_gap_warn``, or None where a large gap is expected: overlapped generation
+    samples one adapter version behind by design, and top-p/top-k logprobs are renormalised
+    over the kept tokens (the gap then includes log of the kept mass; rl/config.py)."""
+    s = cfg.sampling
+    if cfg.grpo.overlap_generation or s.top_p < 1.0 or s.top_k > 0:
+        return None
+    return cfg.grpo.onpolicy_gap_warn
+
+
 class _LoggingCallback(TrainerCallback):
     """metrics.jsonl + progress bar + Ctrl-C handling (save a checkpoint, stop cleanly)."""
 
@@ -414,6 +472,8 @@ class _LoggingCallback(TrainerCallback):
         start_step = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
         self.metrics = MetricsLog(run_dir / "metrics.jsonl", keep_until_step=start_step) if is_main else None
         self.stop_requested = False
+        self.gap_warn = _gap_threshold(cfg) if cfg is not None else None
+        self.gap_steps_over = 0  # steps whose sampler_logp_diff exceeded gap_warn, this session
         self.bar = None
         self.step_start = time.perf_counter()
         self.started = time.perf_counter()
@@ -455,7 +515,8 @@ class _LoggingCallback(TrainerCallback):
             "loss": logs.get("loss"),
             "completion_length": logs.get("completions/mean_length"),
             "clipped_ratio": logs.get("completions/clipped_ratio"),
-            # how far the samples' policy is from the learner's (fp32, in sync: ~1e-6; overlap: one step behind)
+            # how far the samples' policy is from the learner's (fp32, in sync: ~1e-6; overlap: one step behind);
+            # TRL's with the importance-sampling correction, else ours (measure_sampler_gap, in `ours`)
             "sampler_logp_diff": logs.get("sampling/sampling_logp_difference/mean"),
             "is_ratio_min": logs.get("sampling/importance_sampling_ratio/min"),
             "is_ratio_max": logs.get("sampling/importance_sampling_ratio/max"),
@@ -464,10 +525,30 @@ class _LoggingCallback(TrainerCallback):
             "time/step": round(step_time, 4),
         }
         record = {k: v for k, v in record.items() if v is not None}
+        self.check_on_policy(record)
         self.metrics.write(record)
         if self.bar is not None:
             self.bar.update(state.global_step - self.bar.n)
             self.bar.set_postfix(reward=f"{record.get('reward', float('nan')):.3f}", s_per_step=f"{step_time:.1f}")
+
+    def check_on_policy(self, record: dict) -> None:
+        """Count the steps whose sampler/learner logprob gap is above ``grpo.onpolicy_gap_warn``
+        (``record["onpolicy_gap_over"]``: the count so far) and warn at the first: samples that
+        did not come from the learner's policy (a push skipped or not delivered) train on
+        silently otherwise."""
+        gap = record.get("sampler_logp_diff")
+        if self.gap_warn is None or gap is None:
+            return
+        if gap > self.gap_warn:
+            self.gap_steps_over += 1
+            if self.gap_steps_over == 1:
+                warnings.warn(
+                    f"step {record['step']}: the rollout workers' logprobs differ from the learner's by {gap:.3g} "
+                    f"nats per token on average (sampler_logp_diff > grpo.onpolicy_gap_warn={self.gap_warn}): the "
+                    "samples did not come from the learner's policy (an adapter push skipped or not delivered, a "
+                    "stale worker?). Warned once; metrics.jsonl counts such steps in onpolicy_gap_over",
+                    OffPolicyWarning, stacklevel=2)
+        record["onpolicy_gap_over"] = self.gap_steps_over
 
     def on_train_end(self, args, state, control, **kw):
         if self.bar is not None:
@@ -498,6 +579,8 @@ class _LoggingCallback(TrainerCallback):
             f"  reward      first {k}: {avg('reward', records[:k]):.3f}   last {k}: {avg('reward', records[-k:]):.3f}",
             f"  format_ok   first: {first.get('format_ok', float('nan')):.2f}   last: {last.get('format_ok', float('nan')):.2f}",
             f"  kl (last)   {last.get('kl', 0.0):.4f}",
+            *([f"  off-policy  {last['onpolicy_gap_over']} step(s) with sampler_logp_diff > "
+               f"grpo.onpolicy_gap_warn={self.cfg.grpo.onpolicy_gap_warn}"] if last.get("onpolicy_gap_over") else []),
             "  time/step   " + ", ".join(
                 f"{key[5:]} {avg(key, records):.2f}s" for key in ("time/generation", "time/reward", "time/learner", "time/sync")
                 if key in last
