@@ -227,6 +227,8 @@ def load_policy(cfg: Config, model_dir: str, adapter: str | None):
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM
 
+    if adapter:
+        inputs.check_init_adapter(cfg, adapter)  # a clear AdapterError before PEFT's traceback, before any weights load
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
     model = AutoModelForCausalLM.from_pretrained(
         model_dir, dtype=dtype[cfg.model.dtype], trust_remote_code=cfg.model.trust_remote_code

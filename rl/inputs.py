@@ -73,6 +73,37 @@ def init_adapter(cfg: Config) -> str | None:
     return str(path)
 
 
+def model_config_dir(cfg: Config) -> Path | None:
+    """The directory that holds the base model's config.json if it is on disk already (a local
+    dir, the built toy world, the Hugging Face cache); None otherwise. Builds and downloads nothing."""
+    name = cfg.model.name_or_path
+    if name == "toy":
+        from rl.toy import world_key
+
+        cache = Path(cfg.toy.cache_dir).expanduser()
+        found = (cache if cache.is_absolute() else Path.cwd() / cache) / world_key(cfg.toy) / "model"
+    else:
+        found = Path(name).expanduser()
+        if not (found / "config.json").is_file():
+            try:
+                from huggingface_hub import try_to_load_from_cache
+
+                cached = try_to_load_from_cache(name, "config.json")
+            except Exception:  # noqa: BLE001 - an odd id or cache just means "not on disk"
+                return None
+            found = Path(cached).parent if isinstance(cached, str) else found
+    return found if (found / "config.json").is_file() else None
+
+
+def check_init_adapter(cfg: Config, adapter: str | Path) -> dict:
+    """The cold-start adapter must load: a LoRA adapter whose weights file reads, whose rank the
+    rollout engines hold and whose shapes fit the base model (when its config.json is on disk).
+    Training calls this before PEFT loads it, the dry run instead; raises AdapterError naming the file."""
+    from rl.rollout.base import check_adapter
+
+    return check_adapter(adapter, cfg.rollout.max_lora_rank, model_config_dir(cfg))
+
+
 def _first_per_direction(examples: list[Example], limit: int) -> list[Example]:
     seen: dict[tuple[str, str], int] = {}
     kept = []

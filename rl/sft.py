@@ -24,6 +24,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rl.config import Config, ConfigError, add_config_args, parse_cli  # noqa: E402
+from rl.data import DataError  # noqa: E402
 from rl.runs import RunDirError, prepare_run_dir, save_adapter, write_resolved_config  # noqa: E402
 
 REQUIRED_KEYS = ("src_lang", "tgt_lang", "source", "reference", "template", "completion")
@@ -31,26 +32,31 @@ REQUIRED_KEYS = ("src_lang", "tgt_lang", "source", "reference", "template", "com
 
 def load_cot_jsonl(path: str | Path, template_names: set[str]) -> list[dict]:
     """Read and validate CoT SFT data; errors name the file, line and key."""
+    from rl.data import _lang_field, read_text
     from rl.parsing import parse_completion
 
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{lineno}: not valid JSON: {exc}") from exc
-            missing = [k for k in REQUIRED_KEYS if not isinstance(row.get(k), str)]
-            if missing:
-                raise ConfigError(f"{path}:{lineno}: missing or non-string key(s) {missing}")
-            if row["template"] not in template_names:
-                raise ConfigError(f"{path}:{lineno}: template '{row['template']}' not in {sorted(template_names)}")
-            parsed = parse_completion(row["completion"])
-            if not parsed.ok:
-                raise ConfigError(f"{path}:{lineno}: completion is not in the R1-T1 format: {parsed.error}")
-            rows.append(row)
+    text = read_text(Path(path)).removeprefix("\ufeff")  # bytes that are not UTF-8: a DataError naming file:line
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{lineno}: not valid JSON: {exc}") from exc
+        if not isinstance(row, dict):
+            raise ConfigError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        missing = [k for k in REQUIRED_KEYS if not isinstance(row.get(k), str)]
+        if missing:
+            raise ConfigError(f"{path}:{lineno}: missing or non-string key(s) {missing}")
+        for key in ("src_lang", "tgt_lang"):  # an unknown code would fail later, without file or line
+            _lang_field(row, key, f"{path}:{lineno}")
+        if row["template"] not in template_names:
+            raise ConfigError(f"{path}:{lineno}: template '{row['template']}' not in {sorted(template_names)}")
+        parsed = parse_completion(row["completion"])
+        if not parsed.ok:
+            raise ConfigError(f"{path}:{lineno}: completion is not in the R1-T1 format: {parsed.error}")
+        rows.append(row)
     if not rows:
         raise ConfigError(f"{path}: no CoT examples")
     return rows
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.run_name:
             cfg.sft.run_name = args.run_name
         run_sft(cfg, resume=args.resume, overwrite=args.overwrite)
-    except (ConfigError, RunDirError) as exc:
+    except (ConfigError, RunDirError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
