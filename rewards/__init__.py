@@ -14,9 +14,11 @@ from rewards.base import Reward, RewardBreakdown
 from rewards.combine import Combination, Part
 from rewards.lexical import bleu_tokenizer, corpus_scores
 from rewards.presets import PRESETS
-from rewards.registry import ENTRY_POINT_GROUP, RewardSpecError, known, load, load_from_config, register
+from rewards.registry import (ENTRY_POINT_GROUP, RewardSpecError, check, check_from_config, known, load,
+                              load_from_config, register)
 
 __all__ = [
-    "Reward", "RewardBreakdown", "Combination", "Part", "load", "load_from_config", "register", "known",
+    "Reward", "RewardBreakdown", "Combination", "Part", "load", "load_from_config", "check", "check_from_config",
+    "register", "known",
     "RewardSpecError", "ENTRY_POINT_GROUP", "PRESETS", "corpus_scores", "bleu_tokenizer",
 ]

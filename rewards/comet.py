@@ -28,8 +28,6 @@ from rewards import comet_shim
 from rewards.base import answers, batch_size
 from rl.core.ray_cluster import NAMESPACE  # the pool's: one namespace for all of a run's actors
 
-comet_shim.apply()
-
 log = logging.getLogger("rewards")
 
 DEFAULT_MODEL = "Unbabel/wmt22-comet-da"
@@ -44,8 +42,9 @@ def _offline_env() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
-def resolve_checkpoint(model: str, local_files_only: bool | None = None) -> Path:
-    """Local ``.ckpt`` path for a checkpoint dir/file or a hub id (from the HF cache, or downloaded when online)."""
+def resolve_checkpoint(model: str, local_files_only: bool | None = None, download: bool = True) -> Path | None:
+    """Local ``.ckpt`` path for a checkpoint dir/file or a hub id (from the HF cache, or downloaded when online).
+    ``download=False`` (the dry run): None for a hub id that is not cached but could still be downloaded."""
     path = Path(model).expanduser()
     if path.is_file():
         return path
@@ -63,6 +62,8 @@ def resolve_checkpoint(model: str, local_files_only: bool | None = None) -> Path
         return Path(snapshot_download(repo_id=model, local_files_only=True)) / "checkpoints" / "model.ckpt"
     except Exception as exc:  # not in the cache
         reason = f"{type(exc).__name__}: {exc}"
+    if not offline and not download:
+        return None
     if not offline:
         try:
             return Path(snapshot_download(repo_id=model)) / "checkpoints" / "model.ckpt"
@@ -84,6 +85,8 @@ def load_model(model: str, local_files_only: bool | None = None):
     """``comet.load_from_checkpoint`` on a resolved checkpoint, with errors that name the model."""
     import comet
     import yaml
+
+    comet_shim.apply()  # here, not at import: finding a checkpoint (the dry run) needs no torch
 
     ckpt = resolve_checkpoint(model, local_files_only)
     offline = _offline_env() if local_files_only is None else local_files_only
@@ -218,6 +221,16 @@ class CometReward:
 
     default_model = DEFAULT_MODEL
 
+    @classmethod
+    def check(cls, model: str | None = None, local_files_only: bool | None = None, **_settings) -> str | None:
+        """What ``__init__`` checks first, without loading the model, starting Ray or downloading
+        (for ``rewards.check``, the dry run): raises :class:`CometModelError` when the checkpoint
+        cannot be found; returns a note when a hub model is not cached yet (the run downloads it)."""
+        model = model or cls.default_model
+        if resolve_checkpoint(model, local_files_only, download=False) is None:
+            return f"COMET model {model!r} is not in the Hugging Face cache yet; the run downloads it at start"
+        return None
+
     def __init__(self, model: str | None = None, batch_size: int = 64, gpus: float | None = None,
                  num_cpus: float = 1, ray: bool = True, actor_name: str | None = None,
                  namespace: str = NAMESPACE, detached: bool = False, local_files_only: bool | None = None):
@@ -300,6 +313,8 @@ def build_tiny_comet(out_dir: str | Path, kind: str = "regression", seed: int = 
 
     import comet.models as cm
     import pytorch_lightning as ptl
+
+    comet_shim.apply()
     import torch
     import yaml
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors

@@ -17,7 +17,8 @@ patched here and nothing else:
    encoder's tokenizer that method back, in XLM-R's pair format
    ``<s> A </s></s> B </s>``, only when the tokenizer lacks it.
 
-``apply()`` is idempotent and is called when :mod:`rewards.comet` is imported.
+``apply()`` is idempotent; :mod:`rewards.comet` calls it before it loads or builds a COMET model
+(not at import, so finding a checkpoint, as the dry run does, imports no torch).
 """
 from __future__ import annotations
 

@@ -169,3 +169,6 @@ def mt_r1_zero(comet_model=None, comet_batch_size=None, comet_gpus=None) -> Comb
 
 
 PRESETS = {"chrf-format": chrf_format, "r1t1": r1t1, "mt-r1-zero": mt_r1_zero}
+# The registry name of the COMET reward each preset builds above, so ``rewards.check`` (the dry run)
+# can check its model without building the preset.
+PRESET_COMET = {"r1t1": "comet", "mt-r1-zero": "comet_kiwi"}

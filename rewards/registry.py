@@ -21,6 +21,7 @@ can use ``.score`` for per-part logging whatever the spec.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
@@ -29,7 +30,7 @@ from typing import Any
 
 from rewards.base import RewardSpecError
 from rewards.combine import Combination, Part
-from rewards.presets import PRESETS
+from rewards.presets import PRESET_COMET, PRESETS
 
 ENTRY_POINT_GROUP = "r1t1.rewards"
 
@@ -71,16 +72,18 @@ def load(spec: Any, *, comet_model: str | None = None, comet_batch_size: int | N
          comet_gpus: float | None = None) -> Combination:
     """Build the reward for ``spec``. The ``comet_*`` options (RewardConfig's) fill in COMET parts and presets
     that do not set them in their own ``kwargs``."""
-    comet = {"model": comet_model, "batch_size": comet_batch_size, "gpus": comet_gpus}
-    comet = {k: v for k, v in comet.items() if v is not None}
-    if isinstance(spec, str) and spec in PRESETS:
-        return _preset(spec, comet)
-    if isinstance(spec, (list, tuple)):
-        if not spec:
-            raise RewardSpecError("empty reward list")
-        return Combination([_part(item, comet) for item in spec], name="+".join(_label(s) for s in spec))
-    part = _part(spec, comet)
-    return Combination([part], name=part.name)
+    return _load(spec, _comet_options(comet_model, comet_batch_size, comet_gpus), notes=None)
+
+
+def check(spec: Any, *, comet_model: str | None = None, comet_batch_size: int | None = None,
+          comet_gpus: float | None = None) -> list[str]:
+    """Everything ``load`` checks, without building a reward (the dry run): names resolve, kwargs
+    bind, and a class reward's ``check`` classmethod runs instead of its constructor (COMET: the
+    checkpoint is found, nothing loaded, no Ray, no download). Raises :class:`RewardSpecError`;
+    returns notes worth printing (a COMET model the run will download)."""
+    notes: list[str] = []
+    _load(spec, _comet_options(comet_model, comet_batch_size, comet_gpus), notes)
+    return notes
 
 
 def load_from_config(reward_cfg) -> Combination:
@@ -89,8 +92,47 @@ def load_from_config(reward_cfg) -> Combination:
                 comet_gpus=reward_cfg.comet_gpus)
 
 
-def _preset(name: str, comet: dict) -> Combination:
-    return PRESETS[name](**{f"comet_{k}": v for k, v in comet.items()})
+def check_from_config(reward_cfg) -> list[str]:
+    """``check`` for an rl.core.config RewardConfig."""
+    return check(reward_cfg.spec, comet_model=reward_cfg.comet_model, comet_batch_size=reward_cfg.comet_batch_size,
+                 comet_gpus=reward_cfg.comet_gpus)
+
+
+def _comet_options(model, batch_size, gpus) -> dict:
+    comet = {"model": model, "batch_size": batch_size, "gpus": gpus}
+    return {k: v for k, v in comet.items() if v is not None}
+
+
+def _load(spec: Any, comet: dict, notes: list[str] | None) -> Combination:
+    """``load`` (notes None: build every part) or ``check`` (collect notes, build nothing)."""
+    if isinstance(spec, str) and spec in PRESETS:
+        return _preset(spec, comet, notes)
+    if isinstance(spec, (list, tuple)):
+        if not spec:
+            raise RewardSpecError("empty reward list")
+        return Combination([_part(item, comet, notes) for item in spec], name="+".join(_label(s) for s in spec))
+    part = _part(spec, comet, notes)
+    return Combination([part], name=part.name)
+
+
+@contextlib.contextmanager
+def _as_spec_error(what: str):
+    """A reward that fails to build (a missing COMET model, say) is a bad spec for its caller: one clear line."""
+    try:
+        yield
+    except RewardSpecError:
+        raise
+    except Exception as exc:
+        raise RewardSpecError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _preset(name: str, comet: dict, notes: list[str] | None = None) -> Combination | None:
+    with _as_spec_error(f"reward {name!r}"):
+        if notes is None:
+            return PRESETS[name](**{f"comet_{k}": v for k, v in comet.items()})
+        if name in PRESET_COMET:  # the COMET reward the preset builds, checked as that reward is
+            _check_class(_resolve(PRESET_COMET[name]), comet, name, notes)
+        return None
 
 
 def _label(spec: Any) -> str:
@@ -99,7 +141,7 @@ def _label(spec: Any) -> str:
     return str(spec)
 
 
-def _part(spec: Any, comet: dict) -> Part:
+def _part(spec: Any, comet: dict, notes: list[str] | None = None) -> Part:
     if isinstance(spec, str):
         spec = {"name": spec}
     if not isinstance(spec, dict):
@@ -117,10 +159,10 @@ def _part(spec: Any, comet: dict) -> Part:
     if name in PRESETS:
         if kwargs:
             raise RewardSpecError(f"preset {name!r} takes no kwargs; list its parts instead to change them")
-        return Part(label, weight, _preset(name, comet))
+        return Part(label, weight, _preset(name, comet, notes))
     if name in _COMET_NAMES:
         kwargs = {**comet, **kwargs}
-    return Part(label, weight, instantiate(_resolve(name), kwargs, name))
+    return Part(label, weight, instantiate(_resolve(name), kwargs, name, notes))
 
 
 def _resolve(name: str) -> Any:
@@ -161,10 +203,13 @@ def _import(path: str, name: str) -> Any:
     return obj
 
 
-def instantiate(obj: Any, kwargs: dict, name: str):
-    """A reward callable from a function (kwargs bound) or a class (kwargs to the constructor), signature-checked."""
+def instantiate(obj: Any, kwargs: dict, name: str, notes: list[str] | None = None):
+    """A reward callable from a function (kwargs bound) or a class (kwargs to the constructor), signature-checked.
+    With ``notes`` (``check``) a class is not constructed: its ``check`` classmethod runs, if it has one."""
     if inspect.isclass(obj):
         _check_binds(obj, (), kwargs, f"reward {name!r}: {obj.__qualname__}(...) does not accept kwargs {kwargs}")
+        if notes is not None:
+            return _check_class(obj, kwargs, name, notes)
         try:
             fn = obj(**kwargs)
         except RewardSpecError:
@@ -178,6 +223,16 @@ def instantiate(obj: Any, kwargs: dict, name: str):
         raise RewardSpecError(f"reward {name!r} resolves to {type(obj).__name__}, which is not callable")
     _check_reward_signature(obj, kwargs, name)
     return functools.partial(obj, **kwargs) if kwargs else obj
+
+
+def _check_class(obj: Any, kwargs: dict, name: str, notes: list[str]) -> None:
+    """Run a reward class's optional ``check(**kwargs) -> note | None`` (cheap: what its constructor would find wrong)."""
+    hook = getattr(obj, "check", None)
+    if callable(hook):
+        with _as_spec_error(f"reward {name!r}: {obj.__qualname__}.check"):
+            note = hook(**kwargs)
+        if note:
+            notes.append(f"reward {name!r}: {note}")
 
 
 _CONTRACT = "fn(sources, hypotheses, references, **columns) -> list[float | None]"

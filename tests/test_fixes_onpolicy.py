@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rl.config import ConfigError, SamplingConfig, load_config
+from rl.core.config import ConfigError, SamplingConfig, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 TOY = str(REPO / "configs" / "toy.yaml")
@@ -79,8 +79,8 @@ def test_top_p_or_top_k_with_the_importance_sampling_correction_is_refused(overr
 # ----------------------------------------------------------------------------- item 19: on-policy gap
 
 def _short_grpo(out: Path, name: str, engine, *extra: str) -> list[dict]:
-    from rl.grpo import train
-    from rl.runs import prepare_run_dir, read_metrics
+    from rl.learn.grpo import train
+    from rl.core.runs import prepare_run_dir, read_metrics
 
     cfg = load_config(TOY, [
         "--output_dir", str(out), "--model.init_adapter", "null", "--rollout.backend", "vllm",
@@ -96,7 +96,7 @@ def _short_grpo(out: Path, name: str, engine, *extra: str) -> list[dict]:
 def _skip_pushes_after_the_first(monkeypatch) -> list[int]:
     """Every adapter push after the first does nothing: the workers keep sampling from the
     adapter of step 1 while the learner moves on (an undelivered push)."""
-    from rl.grpo import AdapterSync
+    from rl.learn.grpo import AdapterSync
 
     push, calls = AdapterSync.sync_weights, []
 

@@ -401,6 +401,8 @@ def check_paths(cfg: Config, where: str) -> None:
     check_truncated_sampling(cfg, where)
     check_limits(cfg, where)
     check_eval_split(cfg.eval.split, f"{where}: eval.split")
+    check_temperature(cfg.sampling.temperature, f"{where}: sampling.temperature")
+    check_temperature(cfg.eval.temperature, f"{where}: eval.temperature")
 
 
 def check_truncated_sampling(cfg: Config, where: str) -> None:
@@ -468,6 +470,13 @@ def check_eval_split(split: str, key: str) -> None:
     test set yet recorded in the report as if it had been used."""
     if split not in EVAL_SPLITS:
         raise ConfigError(f"{key} must be one of {list(EVAL_SPLITS)}, got {split!r}")
+
+
+def check_temperature(value: float, key: str) -> None:
+    """A negative temperature is no distribution; the engines refuse it, but only after the models
+    load, so every entry point checks it with the config (and the engines with this same function)."""
+    if value < 0:
+        raise ConfigError(f"{key} must be >= 0 (0 = greedy), got {value}")
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -39,18 +39,22 @@ class Example:
         return dataclasses.asdict(self)
 
 
-def read_lines(path: Path) -> list[str]:
-    """One sentence per line, UTF-8 decoded strictly; CRLF and a BOM are tolerated, empty lines are not."""
+def read_text(path: Path) -> str:
+    """A whole file, UTF-8 decoded strictly; bad bytes are a DataError naming the file and 1-based line."""
     try:
         raw = Path(path).read_bytes()
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         raise DataError(f"{path}:{line}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    lines = text.removeprefix("\ufeff").split("\n")
+
+
+def read_lines(path: Path) -> list[str]:
+    """One sentence per line, UTF-8 decoded strictly; CRLF and a BOM are tolerated, empty lines are not."""
+    lines = read_text(path).removeprefix("\ufeff").split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final newline
     out = []

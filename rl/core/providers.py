@@ -4,7 +4,8 @@ import string registered here, the way rewards/registry.py names built-in reward
 module of the training path imports the tools that implement one.
 
 A provider module defines ``MAX_POSITIONS`` (the model's positions, known without building
-it) and ``world(cfg) -> World``, where a World has the paths ``model_dir``, ``train_jsonl``,
+it), ``built_model_dir(cfg)`` (where its model is or would be, building nothing) and
+``world(cfg) -> World``, where a World has the paths ``model_dir``, ``train_jsonl``,
 ``test_jsonl`` and ``cot_sft_jsonl`` (built on first use, cached after)."""
 from __future__ import annotations
 

@@ -68,6 +68,25 @@ def init_adapter(cfg: Config) -> str | None:
     return str(path)
 
 
+def model_config_dir(cfg: Config) -> Path | None:
+    """The directory that holds the base model's config.json if it is on disk already (a local
+    dir, the built toy world, the Hugging Face cache); None otherwise. Builds and downloads nothing."""
+    name = cfg.model.name_or_path
+    if is_provided(name):
+        found = provider(name).built_model_dir(cfg)
+    else:
+        found = Path(name).expanduser()
+        if not (found / "config.json").is_file():
+            try:
+                from huggingface_hub import try_to_load_from_cache
+
+                cached = try_to_load_from_cache(name, "config.json")
+            except Exception:  # noqa: BLE001 - an odd id or cache just means "not on disk"
+                return None
+            found = Path(cached).parent if isinstance(cached, str) else found
+    return found if (found / "config.json").is_file() else None
+
+
 def _first_per_direction(examples: list[Example], limit: int) -> list[Example]:
     seen: dict[tuple[str, str], int] = {}
     kept = []

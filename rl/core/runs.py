@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ def prepare_run_dir(output_dir: str | Path, name: str, resume: bool = False, ove
         raise RunDirError("--resume and --overwrite exclude each other")
     check_run_name(name)
     run_dir = Path(output_dir) / name
+    check_writable(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
         if resume:
             return run_dir
@@ -53,6 +56,23 @@ def prepare_run_dir(output_dir: str | Path, name: str, resume: bool = False, ove
         raise RunDirError(f"--resume: run directory {run_dir} does not exist or is empty")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def check_writable(run_dir: str | Path) -> None:
+    """A run must be able to write its directory: create (and remove) a probe directory in the
+    nearest existing one of ``run_dir`` and its parents. A real write, not a permission-bit test,
+    so read-only mounts fail too, for root as for anyone. The dry run calls this as well."""
+    run_dir = Path(run_dir).expanduser()
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunDirError(f"output_dir: cannot create {run_dir}: {existing} is not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".write-probe-", dir=existing))
+    except OSError as exc:
+        raise RunDirError(f"output_dir: cannot write {run_dir}: {existing} is not writable ({exc.strerror}); "
+                          "choose another --output_dir") from None
 
 
 def _training_started(run_dir: Path) -> bool:

@@ -66,10 +66,12 @@ def _adapter_tensors(adapter: Path) -> dict[str, tuple[int, ...]]:
     """Tensor shapes in the adapter's weights file, read without loading the weights."""
     st = adapter / "adapter_model.safetensors"
     if st.is_file():
-        from safetensors import safe_open
+        from rl.rollout.base import AdapterError, read_shapes
 
-        with safe_open(str(st), framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        try:
+            return {k: tuple(shape) for k, shape in read_shapes(st).items()}
+        except AdapterError as e:  # truncated or foreign: one clear line, not safetensors' traceback
+            raise EvalError(f"adapter {adapter}: {e}") from None
     binary = adapter / "adapter_model.bin"
     if binary.is_file():
         import torch
@@ -627,9 +629,10 @@ def config_from_args(args: argparse.Namespace, rest: list[str]) -> Config:
                       ("max_tokens", "max_tokens"), ("comet_model", "comet_model")):
         if getattr(args, flag) is not None:
             setattr(ev, key, getattr(args, flag))
-    from rl.core.config import check_eval_split
+    from rl.core.config import check_eval_split, check_temperature
 
     check_eval_split(ev.split, "--split" if args.split is not None else "eval.split")  # --eval.split: load_config
+    check_temperature(ev.temperature, "--temperature" if args.temperature is not None else "eval.temperature")
     if args.backend:
         cfg.rollout.backend = args.backend
     if args.seed is not None:

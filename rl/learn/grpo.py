@@ -295,6 +295,10 @@ def load_policy(cfg: Config, model_dir: str, adapter: str | None):
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM
 
+    from rl.rollout.base import check_init_adapter
+
+    if adapter:
+        check_init_adapter(cfg, adapter)  # a clear AdapterError before PEFT's traceback, before any weights load
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
     model = AutoModelForCausalLM.from_pretrained(
         model_dir, dtype=dtype[cfg.model.dtype], trust_remote_code=cfg.model.trust_remote_code
@@ -457,7 +461,7 @@ class OffPolicyWarning(UserWarning):
 def _gap_threshold(cfg: Config) -> float | None:
     """``grpo.onpolicy_gap_warn``, or None where a large gap is expected: overlapped generation
     samples one adapter version behind by design, and top-p/top-k logprobs are renormalised
-    over the kept tokens (the gap then includes log of the kept mass; rl/config.py)."""
+    over the kept tokens (the gap then includes log of the kept mass; rl/core/config.py)."""
     s = cfg.sampling
     if cfg.grpo.overlap_generation or s.top_p < 1.0 or s.top_k > 0:
         return None

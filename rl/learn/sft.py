@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import time
+from rl.core.data import DataError  # noqa: E402
 from pathlib import Path
 
 from rl.core.config import Config, ConfigError, add_config_args, load_config, parse_cli
@@ -38,26 +39,31 @@ REQUIRED_KEYS = ("src_lang", "tgt_lang", "source", "reference", "template", "com
 
 def load_cot_jsonl(path: str | Path, template_names: set[str]) -> list[dict]:
     """Read and validate CoT SFT data; errors name the file, line and key."""
+    from rl.core.data import _lang_field, read_text
     from rl.core.parsing import parse_completion
 
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{lineno}: not valid JSON: {exc}") from exc
-            missing = [k for k in REQUIRED_KEYS if not isinstance(row.get(k), str)]
-            if missing:
-                raise ConfigError(f"{path}:{lineno}: missing or non-string key(s) {missing}")
-            if row["template"] not in template_names:
-                raise ConfigError(f"{path}:{lineno}: template '{row['template']}' not in {sorted(template_names)}")
-            parsed = parse_completion(row["completion"])
-            if not parsed.ok:
-                raise ConfigError(f"{path}:{lineno}: completion is not in the R1-T1 format: {parsed.error}")
-            rows.append(row)
+    text = read_text(Path(path)).removeprefix("\ufeff")  # bytes that are not UTF-8: a DataError naming file:line
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{lineno}: not valid JSON: {exc}") from exc
+        if not isinstance(row, dict):
+            raise ConfigError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        missing = [k for k in REQUIRED_KEYS if not isinstance(row.get(k), str)]
+        if missing:
+            raise ConfigError(f"{path}:{lineno}: missing or non-string key(s) {missing}")
+        for key in ("src_lang", "tgt_lang"):  # an unknown code would fail later, without file or line
+            _lang_field(row, key, f"{path}:{lineno}")
+        if row["template"] not in template_names:
+            raise ConfigError(f"{path}:{lineno}: template '{row['template']}' not in {sorted(template_names)}")
+        parsed = parse_completion(row["completion"])
+        if not parsed.ok:
+            raise ConfigError(f"{path}:{lineno}: completion is not in the R1-T1 format: {parsed.error}")
+        rows.append(row)
     if not rows:
         raise ConfigError(f"{path}: no CoT examples")
     return rows
@@ -194,7 +200,7 @@ SFT_UNREAD = ("run_name", "data", "sampling", "rollout", "reward", "grpo", "eval
 
 def resumed_sft_config(parser: argparse.ArgumentParser, argv: list[str] | None, cfg: Config) -> Config:
     """--resume continues the SFT run's own experiment: its config.yaml with only the
-    command line's safe changes (rl/runs.py: resume_config, as rl/train.py does for
+    command line's safe changes (rl/core/runs.py: resume_config, as rl/train.py does for
     GRPO). Without --config, config.yaml is the base the overrides apply to."""
     run_dir = Path(cfg.output_dir) / cfg.sft.run_name
     saved_path = run_dir / "config.yaml"
@@ -259,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             cfg = resumed_sft_config(parser, argv, cfg)
         run_sft(cfg, resume=args.resume, overwrite=args.overwrite)
-    except (ConfigError, RunDirError) as exc:
+    except (ConfigError, RunDirError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except SFTInterrupted as exc:

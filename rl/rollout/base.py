@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
-from rl.core.config import SamplingConfig
+from rl.core.config import SamplingConfig, check_temperature
 
 # vLLM only accepts these LoRA ranks as max_lora_rank (vllm.config.lora.MaxLoRARanks).
 VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -82,30 +82,34 @@ def check_adapter(adapter_dir: str | Path, max_lora_rank: int, model_path: str |
     weights = [d / name for name in WEIGHT_FILES if (d / name).is_file()]
     if not weights:
         raise AdapterError(f"{d}: no adapter weights ({' or '.join(WEIGHT_FILES)})")
-    if weights[0].suffix == ".safetensors" and model_path is not None:
-        _check_shapes(weights[0], Path(model_path) / "config.json", max_lora_rank)
+    if weights[0].suffix == ".safetensors":
+        _check_shapes(weights[0], Path(model_path) / "config.json" if model_path is not None else None, max_lora_rank)
     return cfg
 
 
-def _check_shapes(weights: Path, model_config: Path, max_lora_rank: int) -> None:
-    """LoRA A/B shapes must fit the base model's linear layers (checkable when the
-    base model is a local directory): a cheap, exact "same base model" test."""
-    if not model_config.is_file():
-        return
+def read_shapes(weights: Path) -> dict[str, list[int]]:
+    """Tensor shapes from a safetensors header, no weights read; a truncated or foreign file is an AdapterError.
+    framework="numpy": shapes need no torch (the dry run imports none)."""
     from safetensors import safe_open
 
-    mc = json.loads(model_config.read_text(encoding="utf-8"))
+    try:
+        with safe_open(str(weights), framework="numpy") as f:
+            return {k: f.get_slice(k).get_shape() for k in f.keys()}
+    except Exception as exc:  # a truncated or foreign file
+        raise AdapterError(f"{weights}: unreadable safetensors file: {exc}") from exc
+
+
+def _check_shapes(weights: Path, model_config: Path | None, max_lora_rank: int) -> None:
+    """The weights file must read, and LoRA A/B shapes must fit the base model's linear
+    layers (checkable when its config.json is on disk): a cheap, exact "same base model" test."""
+    shapes = read_shapes(weights)
+    mc = json.loads(model_config.read_text(encoding="utf-8")) if model_config and model_config.is_file() else {}
     mc = mc.get("text_config", mc)
     hidden, layers = mc.get("hidden_size"), mc.get("num_hidden_layers")
     heads = mc.get("num_attention_heads") or 1
     head_dim = mc.get("head_dim") or (hidden // heads if hidden else None)
     dims = {hidden, mc.get("intermediate_size"), heads * (head_dim or 0),
             (mc.get("num_key_value_heads") or heads) * (head_dim or 0)} - {None, 0}
-    try:
-        with safe_open(str(weights), framework="pt") as f:
-            shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
-    except Exception as exc:  # a truncated or foreign file
-        raise AdapterError(f"{weights}: unreadable safetensors file: {exc}") from exc
     for key, shape in shapes.items():
         layer = re.search(r"\.layers\.(\d+)\.", key)
         if layer and layers is not None and int(layer.group(1)) >= layers:
@@ -154,5 +158,13 @@ def tokenize_prompts(tokenizer, prompts: Sequence[str] | Sequence[Sequence[int]]
 def check_sampling(sampling: SamplingConfig) -> None:
     if sampling.n < 1 or sampling.max_tokens < 1:
         raise ValueError(f"sampling.n and sampling.max_tokens must be >= 1, got {sampling.n}, {sampling.max_tokens}")
-    if sampling.temperature < 0:
-        raise ValueError(f"sampling.temperature must be >= 0, got {sampling.temperature}")
+    check_temperature(sampling.temperature, "sampling.temperature")  # a ConfigError, i.e. a ValueError
+
+
+def check_init_adapter(cfg, adapter: str | Path) -> dict:
+    """The cold-start adapter must load: a LoRA adapter whose weights file reads, whose rank the
+    rollout engines hold and whose shapes fit the base model (when its config.json is on disk).
+    Training calls this before PEFT loads it, the dry run instead; raises AdapterError naming the file."""
+    from rl.core.resolve import model_config_dir
+
+    return check_adapter(adapter, cfg.rollout.max_lora_rank, model_config_dir(cfg))

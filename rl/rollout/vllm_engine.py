@@ -17,7 +17,7 @@ GiB = 1024**3
 def engine_kwargs(model_path: str, rollout: RolloutConfig, seed: int) -> dict:
     """vllm.LLM arguments. Logprobs are "processed" (after temperature, top-k,
     top-p): the convention TRL's importance-sampling correction expects. With top-p/top-k
-    they are renormalised over the kept tokens, unlike the learner's; rl/config.py refuses
+    they are renormalised over the kept tokens, unlike the learner's; rl/core/config.py refuses
     that combination (check_truncated_sampling)."""
     from vllm.platforms import current_platform
 

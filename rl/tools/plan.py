@@ -3,9 +3,12 @@
 Prints what runs where (learner processes, Ray, rollout workers and their GPU
 fractions, the COMET actor), estimates the memory each GPU will hold from the
 model's shape and the settings, refuses (non-zero exit, numbers shown) a layout
-that cannot fit, and warns about settings known to waste a run. It reads only
-small files (config.json, data): no weights load, no Ray starts, and torch is
-imported only to detect a local GPU when ``hardware.gpu_memory_gb`` is unset.
+that cannot fit, refuses what the run's own start-up checks would refuse (the same
+functions: reward spec, cold-start adapter, writable run dir), and warns about
+settings known to waste a run. It reads only small files (config.json, data, an
+adapter's safetensors header) and writes only an empty probe dir it removes: no
+weights load, no Ray starts, and torch is imported only to detect a local GPU
+when ``hardware.gpu_memory_gb`` is unset.
 
 The estimate is arithmetic, not a measurement; every constant below says where
 it comes from or that it was chosen here. All sizes are GiB (2**30 bytes).
@@ -458,6 +461,34 @@ def count_examples(cfg: Config) -> tuple[list[str], list[str]]:
     return info, errors
 
 
+def check_start(cfg: Config) -> tuple[list[str], list[str]]:
+    """(errors, notes) of the checks the run itself makes at start, made here with the same
+    functions and nothing loaded: the reward spec (rewards.check: names, kwargs, the COMET
+    checkpoint found), the cold-start adapter (rl/rollout/base.py: check_init_adapter) and a
+    writable run directory (rl/core/runs.py: check_writable)."""
+    from rewards import RewardSpecError, check_from_config
+    from rl.rollout.base import check_init_adapter
+    from rl.rollout.base import AdapterError
+    from rl.core.runs import RunDirError, check_writable
+
+    errors, notes = [], []
+    try:
+        notes += check_from_config(cfg.reward)
+    except RewardSpecError as exc:
+        errors.append(f"reward.spec {cfg.reward.spec!r}: {exc}")
+    adapter = cold_start_path(cfg)
+    if adapter is not None and adapter.exists():  # "auto" before its SFT run: check_settings warns
+        try:
+            check_init_adapter(cfg, adapter)
+        except AdapterError as exc:
+            errors.append(f"model.init_adapter: {exc}")
+    try:
+        check_writable(Path(cfg.output_dir) / (cfg.run_name or "grpo"))
+    except RunDirError as exc:
+        errors.append(str(exc))
+    return [e.replace("\n", "\n    ") for e in errors], notes
+
+
 def detect_gpus() -> tuple[float | None, int | None, str]:
     """(GiB per GPU, GPU count, name) of this machine, or Nones without CUDA."""
     try:
@@ -510,6 +541,9 @@ def print_plan(cfg: Config, out=None) -> int:
     say(f"  reward      {cfg.reward.spec}")
     info, data_errors = count_examples(cfg)
     errors += data_errors
+    start_errors, notes = check_start(cfg)
+    errors += start_errors
+    warnings += notes
     for line in info:
         say(f"  {line}")
     hw_text = f"{gpus_per_node} GPU(s) per node x {gpu_gib:.1f} GiB ({source})" if gpu_plan else f"CPU ({source})"

@@ -752,6 +752,12 @@ def world(cfg) -> ToyWorld:
     return build_toy_world(cfg.toy)
 
 
+def built_model_dir(cfg) -> Path:
+    """The provider interface: where the toy world of a run config keeps its model (built or not)."""
+    cache = Path(cfg.toy.cache_dir).expanduser()
+    return (cache if cache.is_absolute() else Path.cwd() / cache) / world_key(cfg.toy) / "model"
+
+
 def build_toy_world(cfg: ToyConfig | None = None, root: str | Path | None = None, progress: bool = True) -> ToyWorld:
     """Build the toy world once and return its paths; later calls reuse the cache.
 
