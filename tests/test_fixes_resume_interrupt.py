@@ -45,17 +45,25 @@ def test_every_refused_key_is_named_and_no_allowed_one():
     assert "grpo.max_steps:" not in refused
 
 
+def test_save_steps_change_is_refused_on_resume():
+    """transformers 5 reloads save_steps from the checkpoint's trainer_state.json on resume, so a
+    new value would be silently ignored: refused instead, like any change that does not apply."""
+    saved = load_config(TOY)
+    with pytest.raises(ConfigError, match="grpo.save_steps"):
+        resume_config(saved, load_config(TOY, ["--grpo.save_steps", "5"]))
+
+
 def test_allowed_changes_are_applied_to_the_saved_config():
     saved = load_config(TOY, ["--grpo.max_steps", "20"])
     before = copy.deepcopy(saved)
     requested = load_config(TOY, [
-        "--grpo.max_steps", "40", "--grpo.save_steps", "5", "--output_dir", "elsewhere", "--run_name", "other",
+        "--grpo.max_steps", "40", "--output_dir", "elsewhere", "--run_name", "other",
         "--rollout.ray_address", "auto", "--rollout.num_workers", "4", "--rollout.max_num_seqs", "64",
         "--rollout.enforce_eager", "false", "--rollout.cpu_kv_cache_gb", "8",
         "--hardware.gpu_memory_gb", "80", "--hardware.gpus_per_node", "8", "--eval.limit", "10",
     ])
     merged = resume_config(saved, requested)
-    assert merged.grpo.max_steps == 40 and merged.grpo.save_steps == 5
+    assert merged.grpo.max_steps == 40
     assert (merged.output_dir, merged.run_name) == ("elsewhere", "other")
     assert (merged.rollout.ray_address, merged.rollout.num_workers, merged.rollout.max_num_seqs) == ("auto", 4, 64)
     assert merged.rollout.enforce_eager is False and merged.rollout.cpu_kv_cache_gb == 8

@@ -105,7 +105,7 @@ def write_resolved_config(cfg: Config, run_dir: Path) -> None:
 # it trains and how often it saves, and when the on-policy check warns. "x.*" allows every key of section x.
 RESUME_SAFE_KEYS = (
     "run_name", "output_dir",
-    "grpo.max_steps", "grpo.save_steps", "grpo.gradient_checkpointing", "grpo.onpolicy_gap_warn",
+    "grpo.max_steps", "grpo.gradient_checkpointing", "grpo.onpolicy_gap_warn",  # not save_steps: transformers keeps the checkpoint's
     "rollout.ray_address", "rollout.num_workers", "rollout.max_num_seqs", "rollout.enforce_eager",
     "rollout.cpu_kv_cache_gb", "rollout.gpus_per_worker", "rollout.cpus_per_worker",
     "rollout.gpu_memory_utilization", "rollout.max_failures", "rollout.generation_timeout_s",
