@@ -113,10 +113,10 @@ def test_training_start_refuses_corrupt_adapter_before_loading(models):
 
 
 def test_evaluate_refuses_corrupt_adapter(models):
-    from rl.eval.evaluate import EvalError, check_adapter
+    from rl.eval.evaluate import EvalError, check_eval_adapter
 
     with pytest.raises(EvalError, match=f"adapter {models['truncated']}: .*unreadable safetensors file"):
-        check_adapter(models["truncated"], str(models["model"]))
+        check_eval_adapter(models["truncated"], str(models["model"]))
 
 
 # ----------------------------------------------------------------------------- output dir

@@ -9,7 +9,7 @@ import pytest
 
 from helpers_models import build_tiny_qwen2, save_random_lora
 from rl.core.config import ConfigError, load_config
-from rl.eval.evaluate import EvalError, build_arg_parser, check_adapter, check_finite_weights, config_from_args
+from rl.eval.evaluate import EvalError, build_arg_parser, check_eval_adapter, check_finite_weights, config_from_args
 
 REPO = Path(__file__).resolve().parent.parent
 TOY = str(REPO / "configs" / "toy.yaml")
@@ -41,14 +41,14 @@ def poisoned_copy(adapter: Path, dst: Path, value: float) -> tuple[Path, str]:
 def test_finite_adapter_passes(tiny):
     model, adapter = tiny
     check_finite_weights(adapter)
-    assert check_adapter(adapter, str(model))["r"] == 4
+    assert check_eval_adapter(adapter, str(model))["r"] == 4
 
 
 @pytest.mark.parametrize("value, word", [(math.nan, "NaN"), (math.inf, "inf"), (-math.inf, "inf")])
 def test_non_finite_adapter_is_refused(tiny, tmp_path, value, word):
     model, adapter = tiny
     bad, key = poisoned_copy(adapter, tmp_path / "bad", value)
-    for check in (lambda: check_finite_weights(bad), lambda: check_adapter(bad, str(model))):
+    for check in (lambda: check_finite_weights(bad), lambda: check_eval_adapter(bad, str(model))):
         with pytest.raises(EvalError) as info:
             check()
         msg = str(info.value)

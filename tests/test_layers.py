@@ -114,3 +114,23 @@ def test_no_sys_path_edits_outside_entry_scripts():
     offenders = [m for m, p in project_modules().items()
                  if layer_of(m) != "entry" and "sys.path.insert" in p.read_text()]
     assert offenders == []
+
+
+def _count(pattern: str) -> list[str]:
+    import re
+
+    rx = re.compile(pattern)
+    return [f"{p.relative_to(REPO)}:{i}" for p in [*REPO.glob("rl/**/*.py"), *REPO.glob("rewards/**/*.py")]
+            if layer_of(module_name(p)) != "rl.bench"
+            for i, line in enumerate(p.read_text().splitlines(), 1) if rx.search(line)]
+
+
+@pytest.mark.parametrize("what, pattern", [
+    ("dtype map", r'"bfloat16": torch\.bfloat16'),
+    ("adapter check", r"^def check_adapter\("),
+    ("Ray bootstrap", r"^\s+ray\.init\("),
+])
+def test_knowledge_lives_once(what, pattern):
+    """One dtype map, one adapter check, one Ray bootstrap (benchmarks may start their own cluster)."""
+    found = _count(pattern)
+    assert len(found) == (2 if what == "Ray bootstrap" else 1), f"{what}: {found}"  # ray.init: join or start, one function

@@ -370,6 +370,15 @@ def coerce(tp: Any, value: Any, key: str, where: str) -> Any:
     raise ConfigError(f"{where}: {key}: unsupported type {tp}")
 
 
+def torch_dtype(name: str):
+    """The torch dtype a ``model.dtype`` / ``rollout.dtype`` name stands for ("auto" stays "auto",
+    which transformers reads as "the checkpoint's"). The one dtype map: learner, SFT, HF engine."""
+    import torch
+
+    return "auto" if name == "auto" else {"float32": torch.float32, "bfloat16": torch.bfloat16,
+                                          "float16": torch.float16}[name]
+
+
 def check_paths(cfg: Config, where: str) -> None:
     """Local paths the config names must exist (hub ids and provider names like 'toy' are not paths)."""
     def must_exist(key: str, value: str | None, kind: str = "path") -> None:

@@ -62,107 +62,31 @@ def resolve_adapter(path: str | Path) -> tuple[Path, Path | None]:
     )
 
 
-def _adapter_tensors(adapter: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor shapes in the adapter's weights file, read without loading the weights."""
-    st = adapter / "adapter_model.safetensors"
-    if st.is_file():
-        from rl.rollout.base import AdapterError, read_shapes
-
-        try:
-            return {k: tuple(shape) for k, shape in read_shapes(st).items()}
-        except AdapterError as e:  # truncated or foreign: one clear line, not safetensors' traceback
-            raise EvalError(f"adapter {adapter}: {e}") from None
-    binary = adapter / "adapter_model.bin"
-    if binary.is_file():
-        import torch
-
-        return {k: tuple(v.shape) for k, v in torch.load(binary, map_location="cpu", weights_only=True).items()}
-    raise EvalError(f"adapter {adapter}: no adapter_model.safetensors or adapter_model.bin")
-
-
-def check_finite_weights(adapter: Path) -> None:
-    """Refuse an adapter with NaN/inf weights (a diverged run): vLLM serves it without
-    complaint and the evaluation reads as a normal (bad) report instead of an error.
-    Tensors are read one at a time, so a large adapter is never held whole."""
-    import torch
-
-    st, binary = adapter / "adapter_model.safetensors", adapter / "adapter_model.bin"
-    if st.is_file():
-        from safetensors import safe_open
-
-        with safe_open(str(st), framework="pt") as f:
-            tensors = ((k, f.get_tensor(k)) for k in f.keys())
-            _refuse_non_finite(st, tensors)
-    elif binary.is_file():
-        _refuse_non_finite(binary, torch.load(binary, map_location="cpu", weights_only=True).items())
-
-
-def _refuse_non_finite(file: Path, tensors) -> None:
-    import torch
-
-    for key, t in tensors:
-        if not t.is_floating_point():
-            continue
-        finite = torch.isfinite(t)
-        if not bool(finite.all()):
-            nan, bad = int(torch.isnan(t).sum()), int((~finite).sum())
-            raise EvalError(
-                f"adapter {file}: tensor {key} has {bad} non-finite value(s) of {t.numel()} ({nan} NaN, "
-                f"{bad - nan} inf); the adapter is broken (diverged training?), refusing to evaluate it"
-            )
-
-
-def check_adapter(adapter: Path, model_dir: str, trust_remote_code: bool = False) -> dict[str, Any]:
-    """Fail early when ``adapter`` was not trained on ``model_dir``'s architecture: every
-    LoRA matrix must fit the module it adapts (shapes from a weightless meta-device
-    model). A different base name with matching shapes is only a warning (paths move).
-    NaN/inf weights fail too (:func:`check_finite_weights`)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+def check_eval_adapter(adapter: Path, model_dir: str, trust_remote_code: bool = False) -> dict[str, Any]:
+    """The one adapter check (rl/rollout/base.py), in its exact form: every LoRA matrix fits
+    ``model_dir``'s modules and no weight is NaN/inf. A different base name with matching
+    shapes is only a note (paths move). Errors are EvalErrors: this is evaluate's input."""
+    from rl.rollout.base import AdapterError
+    from rl.rollout.base import check_adapter as check
 
     try:
-        acfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise EvalError(f"adapter {adapter}: unreadable adapter_config.json ({e})") from None
-    if acfg.get("peft_type", "LORA") != "LORA":
-        raise EvalError(f"adapter {adapter}: peft_type {acfg.get('peft_type')!r}; only LoRA adapters are served")
-    try:
-        mcfg = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-    except Exception as e:  # noqa: BLE001 -- offline hub id, bad dir, ...
-        raise EvalError(f"model {model_dir}: cannot read its config ({type(e).__name__}: {e})") from None
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(mcfg, trust_remote_code=trust_remote_code)
-    modules = dict(model.named_modules())
-    params = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    problems = []
-    for key, shape in sorted(_adapter_tensors(adapter).items()):
-        name = key.removeprefix("base_model.model.")
-        for part in ("lora_A", "lora_B"):
-            if f".{part}." in name:
-                module_name = name.split(f".{part}.")[0]
-                module = modules.get(module_name)
-                if module is None:
-                    problems.append(f"{key}: the model has no module {module_name}")
-                elif hasattr(module, "in_features"):
-                    want = module.in_features if part == "lora_A" else module.out_features
-                    got = shape[1] if part == "lora_A" else shape[0]
-                    if got != want:
-                        side = "in" if part == "lora_A" else "out"
-                        problems.append(f"{key}: {side}_features {got}, but the model's {module_name} has {want}")
-                break
-        else:
-            if "lora_" not in name and name in params and params[name] != shape:
-                problems.append(f"{key}: shape {shape}, but the model's {name} is {params[name]}")
+        acfg = check(adapter, None, model_dir, exact=True, trust_remote_code=trust_remote_code)
+    except AdapterError as e:
+        raise EvalError(f"adapter {adapter}: {e}") from None
     base = acfg.get("base_model_name_or_path")
-    if problems:
-        raise EvalError(
-            f"adapter {adapter} does not fit model {model_dir} (trained on {base!r}): "
-            + "; ".join(problems[:4]) + (f"; ... {len(problems) - 4} more" if len(problems) > 4 else "")
-        )
-    check_finite_weights(adapter)
     if base and Path(str(base)).resolve() != Path(model_dir).resolve() and str(base) != str(model_dir):
         print(f"[eval] note: adapter was trained on {base}, evaluating on {model_dir} (shapes match)")
     return {"base_model_name_or_path": base, "r": acfg.get("r"), "target_modules": acfg.get("target_modules")}
+
+
+def check_finite_weights(adapter: Path) -> None:
+    """rl/rollout/base.py's NaN/inf check, as an EvalError."""
+    from rl.rollout.base import AdapterError, check_finite_weights as check
+
+    try:
+        check(adapter)
+    except AdapterError as e:
+        raise EvalError(f"adapter {adapter}: {e}") from None
 
 
 def load_directions(cfg: Config) -> dict[tuple[str, str], list[Example]]:
@@ -411,7 +335,7 @@ def plan(cfg: Config, adapter: str | Path | None = None) -> Plan:
             run_config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     examples = load_directions(cfg)
     model_dir = resolve.model_path(cfg)
-    adapter_info = check_adapter(adapter_dir, model_dir, cfg.model.trust_remote_code) if adapter_dir else None
+    adapter_info = check_eval_adapter(adapter_dir, model_dir, cfg.model.trust_remote_code) if adapter_dir else None
     seen = seen_languages(run_config)
     sampling = decoding(cfg)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.model.trust_remote_code)

@@ -31,7 +31,7 @@ from transformers.trainer_callback import PrinterCallback
 
 from rl.core import resolve
 from rl.core.analytics import CotLabeler
-from rl.core.config import Config
+from rl.core.config import Config, torch_dtype
 from rl.core.parsing import parse_completion
 from rl.core.ray_cluster import join_launch_cluster
 from rl.core.prompts import full_completion, load_templates, prompt_for_example, uses_prefill
@@ -299,9 +299,8 @@ def load_policy(cfg: Config, model_dir: str, adapter: str | None):
 
     if adapter:
         check_init_adapter(cfg, adapter)  # a clear AdapterError before PEFT's traceback, before any weights load
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
     model = AutoModelForCausalLM.from_pretrained(
-        model_dir, dtype=dtype[cfg.model.dtype], trust_remote_code=cfg.model.trust_remote_code
+        model_dir, dtype=torch_dtype(cfg.model.dtype), trust_remote_code=cfg.model.trust_remote_code
     )
     if adapter:
         return PeftModel.from_pretrained(model, adapter, is_trainable=True), None

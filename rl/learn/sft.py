@@ -27,7 +27,7 @@ import time
 from rl.core.data import DataError  # noqa: E402
 from pathlib import Path
 
-from rl.core.config import Config, ConfigError, add_config_args, load_config, parse_cli
+from rl.core.config import Config, ConfigError, add_config_args, load_config, parse_cli, torch_dtype
 from rl.core.providers import is_provided
 from rl.core.runs import (
     EXIT_INTERRUPTED, RunDirError, last_checkpoint, prepare_run_dir, resume_config, save_adapter,
@@ -128,8 +128,7 @@ def run_sft(cfg: Config, resume: bool = False, overwrite: bool = False, callback
     dataset = build_sft_dataset(cfg, tokenizer, data_path)
     write_resolved_config(cfg, run_dir)
 
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype[cfg.model.dtype])
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype(cfg.model.dtype))
     s, lora = cfg.sft, cfg.lora
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")  # transformers 5 dropped logging_dir
     args = SFTConfig(

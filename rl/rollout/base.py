@@ -59,9 +59,14 @@ def lora_id(version: int) -> int:
     return version + 1
 
 
-def check_adapter(adapter_dir: str | Path, max_lora_rank: int, model_path: str | Path | None = None) -> dict:
-    """Reject an adapter before any worker swaps to it: missing files, a rank the
-    engines cannot hold, or weights shaped for another base model. Returns its config."""
+def check_adapter(adapter_dir: str | Path, max_lora_rank: int | None, model_path: str | Path | None = None, *,
+                  exact: bool = False, trust_remote_code: bool = False) -> dict:
+    """The one adapter check. Reject an adapter before any worker swaps to it (or evaluation
+    or training loads it): missing files, a rank the engines cannot hold (``max_lora_rank``;
+    None: no limit), or weights shaped for another base model. The cheap form reads only
+    the safetensors header and config.json (no torch: the dry run uses it); ``exact`` also
+    fits every matrix to a meta-device model of ``model_path`` and refuses NaN/inf weights
+    (evaluation). Returns the adapter's config."""
     d = Path(adapter_dir)
     if not d.is_dir():
         raise AdapterError(f"adapter directory not found: {d}")
@@ -77,14 +82,103 @@ def check_adapter(adapter_dir: str | Path, max_lora_rank: int, model_path: str |
     ranks = [cfg.get("r"), *(cfg.get("rank_pattern") or {}).values()]
     if not all(isinstance(r, int) and r >= 1 for r in ranks):
         raise AdapterError(f"{cfg_path}: r must be a positive integer, got {cfg.get('r')!r}")
-    if max(ranks) > max_lora_rank:
+    if max_lora_rank is not None and max(ranks) > max_lora_rank:
         raise AdapterError(f"{cfg_path}: LoRA rank {max(ranks)} exceeds rollout.max_lora_rank={max_lora_rank}")
     weights = [d / name for name in WEIGHT_FILES if (d / name).is_file()]
     if not weights:
         raise AdapterError(f"{d}: no adapter weights ({' or '.join(WEIGHT_FILES)})")
     if weights[0].suffix == ".safetensors":
         _check_shapes(weights[0], Path(model_path) / "config.json" if model_path is not None else None, max_lora_rank)
+    if exact:
+        _check_fits_model(d, model_path, trust_remote_code)
+        check_finite_weights(d)
     return cfg
+
+
+def _check_fits_model(adapter: Path, model_dir: str | Path, trust_remote_code: bool) -> None:
+    """Every LoRA matrix must fit the module it adapts, exactly: shapes from a weightless
+    meta-device model of ``model_dir`` (a local dir or a cached hub id)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        mcfg = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    except Exception as e:  # noqa: BLE001 -- offline hub id, bad dir, ...
+        raise AdapterError(f"model {model_dir}: cannot read its config ({type(e).__name__}: {e})") from None
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(mcfg, trust_remote_code=trust_remote_code)
+    modules = dict(model.named_modules())
+    params = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    problems = []
+    for key, shape in sorted(_adapter_tensors(adapter).items()):
+        name = key.removeprefix("base_model.model.")
+        for part in ("lora_A", "lora_B"):
+            if f".{part}." in name:
+                module_name = name.split(f".{part}.")[0]
+                module = modules.get(module_name)
+                if module is None:
+                    problems.append(f"{key}: the model has no module {module_name}")
+                elif hasattr(module, "in_features"):
+                    want = module.in_features if part == "lora_A" else module.out_features
+                    got = shape[1] if part == "lora_A" else shape[0]
+                    if got != want:
+                        side = "in" if part == "lora_A" else "out"
+                        problems.append(f"{key}: {side}_features {got}, but the model's {module_name} has {want}")
+                break
+        else:
+            if "lora_" not in name and name in params and params[name] != shape:
+                problems.append(f"{key}: shape {shape}, but the model's {name} is {params[name]}")
+    if problems:
+        base = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+        raise AdapterError(
+            f"does not fit model {model_dir} (trained on {base!r}): "
+            + "; ".join(problems[:4]) + (f"; ... {len(problems) - 4} more" if len(problems) > 4 else "")
+        )
+
+
+def _adapter_tensors(adapter: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes in the adapter's weights file, read without loading the weights."""
+    st = adapter / "adapter_model.safetensors"
+    if st.is_file():
+        return {k: tuple(shape) for k, shape in read_shapes(st).items()}
+    binary = adapter / "adapter_model.bin"
+    if binary.is_file():
+        import torch
+
+        return {k: tuple(v.shape) for k, v in torch.load(binary, map_location="cpu", weights_only=True).items()}
+    raise AdapterError(f"{adapter}: no adapter_model.safetensors or adapter_model.bin")
+
+
+def check_finite_weights(adapter: Path) -> None:
+    """Refuse an adapter with NaN/inf weights (a diverged run): vLLM serves it without
+    complaint and the evaluation reads as a normal (bad) report instead of an error.
+    Tensors are read one at a time, so a large adapter is never held whole."""
+    import torch
+
+    st, binary = adapter / "adapter_model.safetensors", adapter / "adapter_model.bin"
+    if st.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(st), framework="pt") as f:
+            tensors = ((k, f.get_tensor(k)) for k in f.keys())
+            _refuse_non_finite(st, tensors)
+    elif binary.is_file():
+        _refuse_non_finite(binary, torch.load(binary, map_location="cpu", weights_only=True).items())
+
+
+def _refuse_non_finite(file: Path, tensors) -> None:
+    import torch
+
+    for key, t in tensors:
+        if not t.is_floating_point():
+            continue
+        finite = torch.isfinite(t)
+        if not bool(finite.all()):
+            nan, bad = int(torch.isnan(t).sum()), int((~finite).sum())
+            raise AdapterError(
+                f"{file}: tensor {key} has {bad} non-finite value(s) of {t.numel()} ({nan} NaN, "
+                f"{bad - nan} inf); the adapter is broken (diverged training?), refusing to evaluate it"
+            )
 
 
 def read_shapes(weights: Path) -> dict[str, list[int]]:
@@ -118,7 +212,7 @@ def _check_shapes(weights: Path, model_config: Path | None, max_lora_rank: int) 
         if len(shape) != 2 or "lora_" not in key:
             continue
         rank, feature = (shape[0], shape[1]) if "lora_A" in key else (shape[1], shape[0])
-        if rank > max_lora_rank:
+        if max_lora_rank is not None and rank > max_lora_rank:
             raise AdapterError(f"{weights}: {key} has rank {rank} > rollout.max_lora_rank={max_lora_rank}")
         if dims and feature not in dims and "embed" not in key and "lm_head" not in key:
             raise AdapterError(f"{weights}: {key} has shape {list(shape)}, which fits no linear layer of the "

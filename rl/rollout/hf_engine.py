@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from rl.core.config import LoraSettings, RolloutConfig, SamplingConfig
+from rl.core.config import LoraSettings, RolloutConfig, SamplingConfig, torch_dtype
 from rl.rollout.base import Completion, PromptResult, check_adapter, check_sampling, tokenize_prompts
 
 SCORES_BUDGET_BYTES = 1 << 30  # output_scores keeps (rows x steps x vocab) floats: batch to stay under this
@@ -17,10 +17,9 @@ class HFEngine:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
         self.model_path, self.rollout, self.seed = str(model_path), rollout, seed
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtypes[rollout.dtype]).to(self.device)
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch_dtype(rollout.dtype)).to(self.device)
         self.model.eval()
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         eos = self.model.generation_config.eos_token_id
