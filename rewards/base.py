@@ -10,19 +10,27 @@ that :func:`rl.core.parsing.extract_answer` finds in them. ``columns`` always ca
 ``src_lang`` and ``tgt_lang`` (FLORES-200 codes, or toy codes) and may carry
 more (``finish_reason``, ``truncated``, ...). ``None`` in the output means
 "this sample cannot be scored"; one bad sample never raises.
+
+The column ``parsed`` (:data:`PARSED`), when present, holds each hypothesis's
+:func:`rl.core.parsing.parse_batch` parse: a combination (or the trainer) parses a
+batch once and hands it to every part that takes ``**columns``, so a step parses
+each completion once. A reward reads it through :func:`parses` / :func:`answers`,
+which parse the hypotheses themselves when the column is absent.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rl.core.parsing import extract_answer
+from rl.core.parsing import ParsedCompletion, parse_batch
 
 log = logging.getLogger("rewards")
 
 Scores = list  # list[float | None]
+PARSED = "parsed"  # the shared-parse column (see the module docstring)
 
 
 class Reward(Protocol):
@@ -65,9 +73,34 @@ def batch_size(sources, hypotheses, references) -> int:
     return n
 
 
-def answers(hypotheses: Sequence[str | None]) -> list[str | None]:
-    """The translation inside each completion (lenient parse); None when there is none."""
-    return [extract_answer(h) if isinstance(h, str) else None for h in hypotheses]
+def parses(hypotheses: Sequence[str | None], columns: dict[str, Any] | None = None) -> list[ParsedCompletion]:
+    """Each hypothesis's lenient parse: the shared ``parsed`` column when ``columns`` has one
+    (so a batch is parsed once per step), else parsed here (a reward called on its own)."""
+    shared = (columns or {}).get(PARSED)
+    if shared is None:
+        return parse_batch(hypotheses)
+    shared = list(shared)
+    if len(shared) != len(hypotheses):
+        raise ValueError(f"reward column {PARSED!r} has {len(shared)} entries for a batch of {len(hypotheses)}")
+    return shared
+
+
+def answers(hypotheses: Sequence[str | None], columns: dict[str, Any] | None = None) -> list[str | None]:
+    """The translation inside each completion (lenient parse); None when there is none.
+    ``columns``: the reward's columns, whose shared ``parsed`` column is used when present."""
+    return [p.answer for p in parses(hypotheses, columns)]
+
+
+def takes_column(fn: Any, name: str) -> bool:
+    """Whether ``fn`` can be called with the keyword ``name``: it has ``**columns`` or a parameter
+    of that name. Columns the contract added later (``parsed``) go only to rewards that take them,
+    so a hand-built part with a fixed signature keeps working; unknown signatures get none."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    by_keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD or (p.name == name and p.kind in by_keyword) for p in params)
 
 
 def safe(fn: Callable[..., float | None], *args: Any, name: str = "reward") -> float | None:

@@ -10,6 +10,11 @@ computed and logged but do not count. Presets whose total is not linear pass
 ``total_fn(values) -> list`` and still expose their parts.
 A part that is itself a combination contributes its total and adds its own
 parts to the breakdown as ``"<part>/<subpart>"``.
+
+Each completion is parsed once per ``score``: the caller's ``parsed`` column if it
+passed one (the trainer does, and shares it with its stats), else parsed here; every
+part that takes ``**columns`` (or a ``parsed`` keyword) gets it, nested combinations
+included. A part with a fixed signature gets the columns it got before, without it.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from rewards.base import Reward, RewardBreakdown, RewardSpecError, batch_size
+from rewards.base import PARSED, Reward, RewardBreakdown, RewardSpecError, batch_size, parses, takes_column
 
 TotalFn = Callable[[dict[str, list]], list]
 
@@ -38,6 +43,8 @@ class Combination:
         if not parts:
             raise RewardSpecError("a reward combination needs at least one part")
         self.parts = list(parts)
+        self._takes_parsed = {p.name: takes_column(p.fn.score if hasattr(p.fn, "score") else p.fn, PARSED)
+                              for p in self.parts}
         self.total_fn = total_fn
         self.name = name
 
@@ -47,16 +54,19 @@ class Combination:
 
     def score(self, sources, hypotheses, references, **columns) -> RewardBreakdown:
         n = batch_size(sources, hypotheses, references)
+        plain = {k: v for k, v in columns.items() if k != PARSED}
+        shared = {**plain, PARSED: parses(hypotheses, columns)} if any(self._takes_parsed.values()) else plain
         values: dict[str, list] = {}
         extra: dict[str, list] = {}
         for part in self.parts:
+            cols = shared if self._takes_parsed[part.name] else plain
             try:
                 if hasattr(part.fn, "score"):
-                    sub = part.fn.score(sources, hypotheses, references, **columns)
+                    sub = part.fn.score(sources, hypotheses, references, **cols)
                     result = sub.total
                     extra.update({f"{part.name}/{k}": v for k, v in sub.parts.items()})
                 else:
-                    result = part.fn(sources, hypotheses, references, **columns)
+                    result = part.fn(sources, hypotheses, references, **cols)
             except Exception as exc:
                 raise RuntimeError(f"reward {part.name!r} failed on a batch of {n}: {type(exc).__name__}: {exc}") from exc
             values[part.name] = _checked(result, n, part.name)

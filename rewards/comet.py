@@ -259,7 +259,7 @@ class CometReward:
         refs = list(references) if references is not None else [None] * n
         out: list[float | None] = [None] * n
         todo = []
-        texts = answers(hypotheses)
+        texts = answers(hypotheses, columns)
         for i, ans in enumerate(texts):
             if not isinstance(srcs[i], str) or (self.uses_reference and not isinstance(refs[i], str)):
                 continue

@@ -74,7 +74,7 @@ def copy_guard(sources, hypotheses, references, *, threshold: float = 70.0, marg
         ref_sim = closeness(ref, src) if isinstance(ref, str) and ref.strip() else 0.0
         return penalty if sim >= threshold and sim >= ref_sim + margin else 0.0
 
-    return [safe(one, a, s, r, name="copy_guard") for a, s, r in zip(answers(hypotheses), srcs, refs)]
+    return [safe(one, a, s, r, name="copy_guard") for a, s, r in zip(answers(hypotheses, columns), srcs, refs)]
 
 
 @lru_cache(maxsize=1)
@@ -144,7 +144,7 @@ def lang_guard(sources, hypotheses, references, *, min_prob: float = 0.1, min_le
             seen[(ans, lang)] = 0.0 if p is None or p >= min_prob else penalty
         return seen[(ans, lang)]
 
-    return [safe(one, a, t, name="lang_guard") for a, t in zip(answers(hypotheses), tgt)]
+    return [safe(one, a, t, name="lang_guard") for a, t in zip(answers(hypotheses, columns), tgt)]
 
 
 def length_guard(sources, hypotheses, references, *, max_ratio: float = 4.0, slack: int = 40,
@@ -166,4 +166,4 @@ def length_guard(sources, hypotheses, references, *, max_ratio: float = 4.0, sla
         return 0.0
 
     return [safe(one, h, a, s, r, f, t, name="length_guard")
-            for h, a, s, r, f, t in zip(hypotheses, answers(hypotheses), srcs, refs, finish, truncated)]
+            for h, a, s, r, f, t in zip(hypotheses, answers(hypotheses, columns), srcs, refs, finish, truncated)]

@@ -132,7 +132,7 @@ def _sentence_metric(kind: str, sources, hypotheses, references, *,
     tgt = column(columns, "tgt_lang", n)
     out: list[float | None] = [None] * n
     groups: dict[str, list[int]] = {}
-    hyp_text = answers(hypotheses)
+    hyp_text = answers(hypotheses, columns)
     for i, ans in enumerate(hyp_text):
         if not isinstance(refs[i], str) or not refs[i].strip():
             continue  # not scorable without a reference

@@ -58,12 +58,11 @@ from __future__ import annotations
 
 from functools import partial
 
-from rewards.base import RewardBreakdown, answers, batch_size
+from rewards.base import PARSED, RewardBreakdown, batch_size, parses
 from rewards.combine import Combination, Part
 from rewards.format import format_reward
 from rewards.guards import copy_guard, lang_guard, length_guard
 from rewards.lexical import bleu, chrf
-from rl.core.parsing import strict_format_error
 
 
 def _comet_kwargs(comet_model, comet_batch_size, comet_gpus) -> dict:
@@ -114,9 +113,10 @@ class _MtR1Zero(Combination):
     score an empty answer 0, as they may score a real one)."""
 
     def score(self, sources, hypotheses, references, **columns) -> RewardBreakdown:
-        answered = [bool(a) for a in answers(hypotheses)]
+        parsed = parses(hypotheses, columns)  # parsed once here, shared with the parts
+        answered = [bool(p.answer) for p in parsed]
         inner = Combination(self.parts, total_fn=partial(_mt_r1_zero_total, answered=answered), name=self.name)
-        return inner.score(sources, hypotheses, references, **columns)
+        return inner.score(sources, hypotheses, references, **{**columns, PARSED: parsed})
 
 
 def _mt_r1_zero_total(v: dict[str, list], answered: list[bool]) -> list[float | None]:
@@ -137,8 +137,8 @@ def mt_r1_zero_format(sources, hypotheses, references, **columns) -> list[float 
     """+1 / -1: our strict format, except that an empty answer passes (as in their
     ``validate_response_structure``); the total then takes -2 on the answer."""
     batch_size(sources, hypotheses, references)
-    return [1.0 if isinstance(h, str) and strict_format_error(h) in (None, "empty answer") else -1.0
-            for h in hypotheses]
+    return [1.0 if isinstance(h, str) and p.error in (None, "empty answer") else -1.0
+            for h, p in zip(hypotheses, parses(hypotheses, columns))]
 
 
 def mt_r1_zero_bleu(sources, hypotheses, references, **columns) -> list[float | None]:

@@ -94,6 +94,14 @@ def parse_direct(text: str | None) -> ParsedCompletion:
     return ParsedCompletion(bool(answer), None, answer or None, None if answer else "empty completion")
 
 
+def parse_batch(texts) -> list[ParsedCompletion]:
+    """Lenient parse of each completion, done once per batch and shared: it carries the strict
+    verdict too (``ok`` and ``error`` are the strict parse's; ``think``/``answer`` equal the strict
+    parse's whenever ``ok``), so the format reward, the metrics and the step stats all read it.
+    A non-string entry parses as an empty completion."""
+    return [parse_completion(t if isinstance(t, str) else None, strict=False) for t in texts]
+
+
 def extract_answer(text: str | None) -> str | None:
     """The translation to score: lenient parse (metrics score what they can find)."""
     return parse_completion(text, strict=False).answer

@@ -32,7 +32,7 @@ from transformers.trainer_callback import PrinterCallback
 from rl.core import resolve
 from rl.core.analytics import CotLabeler
 from rl.core.config import Config, torch_dtype
-from rl.core.parsing import parse_completion
+from rl.core.parsing import parse_batch
 from rl.core.ray_cluster import join_launch_cluster
 from rl.core.prompts import full_completion, load_templates, prompt_for_example, uses_prefill
 from rl.rollout.feed import RolloutFeed, add_lookahead
@@ -187,18 +187,27 @@ def _check_finite(breakdown, sources) -> None:
 
 def make_reward_func(reward, think_prefill: bool, stats: StepStats, labeler: CotLabeler):
     """One TRL reward function running our reward spec; parts go to ``stats``.
+    Each completion is parsed once (:func:`rl.core.parsing.parse_batch`, the prefill
+    re-attached) and that parse goes to every reward part (column ``parsed``) and to the
+    format/CoT stats, instead of each of them parsing it again.
     A NaN/inf total or part raises :class:`NonFiniteRewardError` (see ``_check_finite``)."""
+    from rewards.base import PARSED, takes_column
+
+    share_parse = takes_column(reward.score, PARSED)  # a reward object without **columns gets no parse
 
     def reward_fn(prompts, completions, completion_ids=None, **columns) -> list[float | None]:
         start = time.perf_counter()
         texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
         hyps = [full_completion(t, think_prefill) for t in texts]
         kwargs = {k: columns[k] for k in ("src_lang", "tgt_lang", "finish_reason") if k in columns}
+        parsed = parse_batch(hyps)  # the step's one parse of each completion
+        if share_parse:
+            kwargs[PARSED] = parsed
         breakdown = reward.score(columns["source"], hyps, columns["reference"], **kwargs)
         _check_finite(breakdown, columns["source"])
         for name, values in breakdown.parts.items():
             stats.parts[name].extend(v for v in values if v is not None)
-        parsed = [parse_completion(h) for h in hyps]
+        # ok is the strict verdict; label_completion reads think only when ok (strict = lenient then)
         stats.format_ok.extend(p.ok for p in parsed)
         stats.cot_labels.extend(labeler.label_completion(p) for p in parsed)  # format_fail when not p.ok
         stats.times["reward"] += time.perf_counter() - start
