@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rl.core.parsing import extract_answer
+from rl.core.errors import UserError
 
 log = logging.getLogger("rewards")
 
@@ -30,7 +31,7 @@ class Reward(Protocol):
                  references: Sequence[str | None] | None, **columns: Any) -> list[float | None]: ...
 
 
-class RewardSpecError(ValueError):
+class RewardSpecError(UserError, ValueError):
     """A reward spec names nothing, fails to import, or has the wrong signature, arguments or parts."""
 
 
