@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from rl.core.errors import UserError
 from rl.core.parsing import ParsedCompletion, parse_batch
 
 log = logging.getLogger("rewards")
@@ -38,7 +39,7 @@ class Reward(Protocol):
                  references: Sequence[str | None] | None, **columns: Any) -> list[float | None]: ...
 
 
-class RewardSpecError(ValueError):
+class RewardSpecError(UserError, ValueError):
     """A reward spec names nothing, fails to import, or has the wrong signature, arguments or parts."""
 
 

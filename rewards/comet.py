@@ -27,6 +27,7 @@ from pathlib import Path
 from rewards import comet_shim
 from rewards.base import answers, batch_size
 from rl.core.ray_cluster import NAMESPACE  # the pool's: one namespace for all of a run's actors
+from rl.core.errors import UserError
 
 log = logging.getLogger("rewards")
 
@@ -34,7 +35,7 @@ DEFAULT_MODEL = "Unbabel/wmt22-comet-da"
 DEFAULT_QE_MODEL = "Unbabel/wmt22-cometkiwi-da"
 
 
-class CometModelError(RuntimeError):
+class CometModelError(UserError, RuntimeError):
     """The COMET model cannot be found or loaded; the message says how to supply it."""
 
 

@@ -1,6 +1,6 @@
 """Entry: evaluation on FLORES directions or the toy test set; the work is in rl/eval/evaluate.py.
 
-    python -m rl.evaluate --adapter runs/toy-grpo --limit 100
+    python -m rl.evaluate --adapter runs/toy-grpo --eval.limit 100
     python -m rl.evaluate --prompt.style direct --out runs/eval-base-direct
 """
 import sys

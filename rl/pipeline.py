@@ -16,8 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from rl.core.config import Config, ConfigError, add_config_args, parse_cli
-from rl.core.runs import EXIT_INTERRUPTED, RunDirError, prepare_run_dir
+from rl.core.config import Config, add_config_args, parse_cli
+from rl.core.errors import run_cli
+from rl.core.runs import EXIT_INTERRUPTED, prepare_run_dir
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy.yaml"
 PIPELINE_METRICS = ["chrf", "bleu", "format_failure_rate", "source_coverage"]  # R1-T1's gains are read on chrF
@@ -32,19 +33,16 @@ def direct_config(cfg: Config) -> Config:
     return direct
 
 
+@run_cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
     parser.set_defaults(config=str(DEFAULT_CONFIG))
     parser.add_argument("--run-name", default=None, help="default: <config run_name>-<timestamp>")
     parser.add_argument("--no-direct", action="store_true", help="skip the direct-translation baselines")
-    try:
-        args, cfg = parse_cli(parser, argv)
-        cfg.run_name = args.run_name or f"{cfg.run_name or 'grpo'}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = prepare_run_dir(cfg.output_dir, cfg.run_name)
-    except (ConfigError, RunDirError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    args, cfg = parse_cli(parser, argv)
+    cfg.run_name = args.run_name or f"{cfg.run_name or 'grpo'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = prepare_run_dir(cfg.output_dir, cfg.run_name)
 
     from rl.core import resolve
     from rl.learn.grpo import train
@@ -71,11 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         evaluations.insert(0, ("cot-sft", cfg, sft_adapter))
     if direct is not None:
         evaluations[:0] = [("base-direct", direct, None)] + ([("direct-sft", direct, direct_adapter)] if direct_adapter else [])
-    try:
-        report = evaluate_all(model_dir, evaluations, run_dir / "eval")
-    except (ConfigError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    report = evaluate_all(model_dir, evaluations, run_dir / "eval")
     print(f"\n[pipeline] finished in {time.perf_counter() - start:.0f}s")
     print(f"  run        {run_dir}")
     print(f"  plots      {run_dir / 'plots'}")

@@ -17,8 +17,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python rl/train.py` / `accelerate launch rl/train.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rl.core.config import Config, ConfigError, add_config_args, load_config, parse_cli  # noqa: E402
-from rl.core.runs import EXIT_INTERRUPTED, RunDirError, prepare_run_dir, resume_config  # noqa: E402
+from rl.core.config import Config, add_config_args, load_config, parse_cli  # noqa: E402
+from rl.core.errors import run_cli  # noqa: E402
+from rl.core.runs import EXIT_INTERRUPTED, prepare_run_dir, resume_config  # noqa: E402
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -34,13 +35,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@run_cli
 def main(argv: list[str] | None = None) -> int:
     parser = build_arg_parser()
-    try:
-        args, cfg = parse_cli(parser, argv)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
+    args, cfg = parse_cli(parser, argv)
     if args.run_name:
         cfg.run_name = args.run_name
     cfg.run_name = cfg.run_name or "grpo"
@@ -49,26 +47,16 @@ def main(argv: list[str] | None = None) -> int:
 
         return print_plan(cfg)
     is_main = int(os.environ.get("RANK", "0")) == 0
-    try:
-        if is_main:
-            run_dir = prepare_run_dir(cfg.output_dir, cfg.run_name, resume=args.resume, overwrite=args.overwrite)
-        else:
-            run_dir = Path(cfg.output_dir) / cfg.run_name
-        if args.resume:  # every rank: rank 0's train() rewrites config.yaml only after a barrier
-            cfg = _resumed_config(parser, argv, cfg, run_dir)
-    except (RunDirError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if is_main:
+        run_dir = prepare_run_dir(cfg.output_dir, cfg.run_name, resume=args.resume, overwrite=args.overwrite)
+    else:
+        run_dir = Path(cfg.output_dir) / cfg.run_name
+    if args.resume:  # every rank: rank 0's train() rewrites config.yaml only after a barrier
+        cfg = _resumed_config(parser, argv, cfg, run_dir)
 
     from rl.learn.grpo import train
 
-    try:
-        summary = train(cfg, run_dir, resume=args.resume)
-    except Exception as exc:
-        if not isinstance(exc, _user_errors()):
-            raise
-        print(f"error: {exc}", file=sys.stderr)  # bad input: a clear message, no traceback
-        return 2
+    summary = train(cfg, run_dir, resume=args.resume)  # bad input: run_cli prints one line, no traceback
     if is_main:
         print(summary)
     return EXIT_INTERRUPTED if summary.interrupted else 0
@@ -89,17 +77,6 @@ def _resumed_config(parser: argparse.ArgumentParser, argv: list[str] | None, cfg
         requested = load_config(saved_path, overrides)
         requested.run_name, requested.output_dir = cfg.run_name, cfg.output_dir  # the run dir found above
     return resume_config(saved, requested)
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from rewards import RewardSpecError
-    from rl.core.data import DataError
-    from rl.core.languages import UnknownLanguageError
-    from rl.core.prompts import TemplateError
-    from rl.rollout import AdapterError
-
-    return (ConfigError, RunDirError, RewardSpecError, DataError, UnknownLanguageError, TemplateError, AdapterError)
-
 
 
 if __name__ == "__main__":

@@ -325,9 +325,9 @@ def test_cli_hf_backend_and_error_exit(toy_world, flores, run_dir, tmp_path):
     """`python -m rl.eval.evaluate` end to end on the in-process transformers backend, with a
     run dir as --adapter and a --baseline; then a bad language exits 2 with a clear line."""
     out_base, out_run = tmp_path / "base", tmp_path / "run"
-    common = [sys.executable, "-m", "rl.evaluate", "--model", str(toy_world.model_dir), "--data-dir", str(flores),
-              "--directions", "eng_Latn-zho_Hans,deu_Latn-eng_Latn", "--limit", "2", "--max-tokens", "16",
-              "--backend", "hf", "--no-progress", "--rollout.max_model_len", "1024"]
+    common = [sys.executable, "-m", "rl.evaluate", "--model", str(toy_world.model_dir), "--eval.data_dir", str(flores),
+              "--eval.directions", "eng_Latn-zho_Hans,deu_Latn-eng_Latn", "--eval.limit", "2", "--eval.max_tokens", "16",
+              "--rollout.backend", "hf", "--no-progress", "--rollout.max_model_len", "1024"]
     base = subprocess.run([*common, "--out", str(out_base)], capture_output=True, text=True, cwd=REPO, timeout=600)
     assert base.returncode == 0, base.stderr[-3000:]
     assert "COMET will be skipped" in base.stdout
@@ -342,7 +342,7 @@ def test_cli_hf_backend_and_error_exit(toy_world, flores, run_dir, tmp_path):
         assert results["baseline"]["deltas"][r["direction"]]["chrfpp"] == pytest.approx(r["chrfpp"] - b["chrfpp"])
     assert (out_run / "plots" / "deltas.png").is_file() and "Against the baseline" in (out_run / "results.md").read_text()
 
-    bad = subprocess.run([*common, "--directions", "eng_Latn-klingon", "--out", str(tmp_path / "bad")],
+    bad = subprocess.run([*common, "--eval.directions", "eng_Latn-klingon", "--out", str(tmp_path / "bad")],
                          capture_output=True, text=True, cwd=REPO, timeout=300)
     assert bad.returncode == 2 and "klingon" in bad.stderr and "Traceback" not in bad.stderr
 

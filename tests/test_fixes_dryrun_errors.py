@@ -79,14 +79,14 @@ def test_dry_run_notes_comet_model_to_download(capsys, models, tmp_path, monkeyp
 
 
 def test_missing_comet_through_r1t1_preset_is_a_reward_spec_error(tmp_path):
-    """The real run's reward load: a RewardSpecError (train.py's user errors: one line), not a traceback."""
+    """The real run's reward load: a RewardSpecError (a user error: one line), not a traceback."""
     import rewards
-    from rl.train import _user_errors
+    from rl.core.errors import UserError
 
     missing = tmp_path / "no-comet"
     with pytest.raises(rewards.RewardSpecError, match=f"reward 'r1t1' failed: CometModelError: COMET model '{missing}'"):
         rewards.load("r1t1", comet_model=str(missing))
-    assert issubclass(rewards.RewardSpecError, _user_errors())
+    assert issubclass(rewards.RewardSpecError, UserError)
 
 
 # ----------------------------------------------------------------------------- init adapter
@@ -159,7 +159,7 @@ def test_negative_temperature_fails_at_config_load(capsys, models, tmp_path):
     rc, out = dry_run(capsys, models, tmp_path, "--sampling.temperature", "-1")
     assert rc == 2 and "sampling.temperature must be >= 0 (0 = greedy), got -1.0" in out
     args, rest = build_arg_parser().parse_known_args(["--config", TOY, "--temperature", "-0.1"])
-    with pytest.raises(ConfigError, match="--temperature must be >= 0"):
+    with pytest.raises(ConfigError, match="eval.temperature must be >= 0"):
         config_from_args(args, rest)
     with pytest.raises(ValueError, match="sampling.temperature must be >= 0"):  # the engines' own check, same function
         check_sampling(SamplingConfig(temperature=-1.0))

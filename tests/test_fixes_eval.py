@@ -62,9 +62,9 @@ def eval_cfg(*argv: str):
     return config_from_args(args, rest)
 
 
-@pytest.mark.parametrize("argv, key", [(["--split", "nonsense"], "--split"),
+@pytest.mark.parametrize("argv, key", [(["--split", "nonsense"], "eval.split"),
                                        (["--eval.split", "nonsense"], "eval.split"),
-                                       (["--split", "test"], "--split")])
+                                       (["--split", "test"], "eval.split")])
 def test_unknown_split_is_refused(argv, key):
     with pytest.raises((ConfigError, EvalError)) as info:
         eval_cfg(*argv)

@@ -16,12 +16,13 @@ from typing import Any, Literal
 
 import yaml
 
+from rl.core.errors import UserError
 from rl.core.providers import PROVIDERS, is_provided, provider
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value is unknown, of the wrong type, or points at nothing."""
 
 
@@ -235,8 +236,10 @@ class Config:
 
 # ----------------------------------------------------------------------------- loading
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML file (or defaults), apply ``--a.b value`` overrides, validate."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, scope: str | None = None) -> Config:
+    """Read a YAML file (or defaults), apply ``--a.b value`` overrides, validate. With a
+    ``scope`` section, a bare override key that is no top-level key is one of that section's
+    (:func:`scoped_key`)."""
     raw: dict[str, Any] = {}
     where = "<defaults>"
     if path is not None:
@@ -251,7 +254,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
     for key, value in parse_overrides(overrides or []):
-        set_dotted(raw, key, value)
+        set_dotted(raw, scoped_key(key, scope), value)
     cfg = build_dataclass(Config, raw, prefix="", where=where)
     check_paths(cfg, where)
     return cfg
@@ -281,6 +284,19 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     return pairs
 
 
+def scoped_key(key: str, scope: str | None) -> str:
+    """``limit`` -> ``eval.limit`` in the ``eval`` scope: an entry point working on one section
+    (rl/evaluate.py) takes that section's keys bare, derived from the schema rather than a table
+    of flags to keep in step. A top-level key (``seed``) stays top-level; another stays as it is,
+    so an unknown one is reported as unknown."""
+    if scope is None or "." in key:
+        return key
+    if key in {f.name for f in dataclasses.fields(Config)}:
+        return key
+    section = typing.get_type_hints(Config)[scope]
+    return f"{scope}.{key}" if key in {f.name for f in dataclasses.fields(section)} else key
+
+
 def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node = raw
     parts = dotted.split(".")
@@ -294,7 +310,7 @@ def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
 
 def build_dataclass(cls: type, raw: Any, prefix: str, where: str) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: {prefix or '<top>'} must be a mapping, got {type(raw).__name__}")
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or '<top>'} must be a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - known)
@@ -328,7 +344,7 @@ def coerce(tp: Any, value: Any, key: str, where: str) -> Any:
                 return coerce(arg, value, key, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise errors[0] if len(errors) == 1 else ConfigError(f"{where}: {key}: {value!r} matches none of {tp}")
+        raise ConfigError(errors[0]) if len(errors) == 1 else ConfigError(f"{where}: {key}: {value!r} matches none of {tp}")
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
@@ -389,8 +405,8 @@ def check_paths(cfg: Config, where: str) -> None:
         if cfg.data.path is None:
             raise ConfigError(f"{where}: data.path is required when data.source={cfg.data.source}")
         must_exist("data.path", cfg.data.path)
-    if cfg.eval.data_source == "flores" and cfg.eval.data_dir is not None:
-        must_exist("eval.data_dir", cfg.eval.data_dir)
+    if cfg.eval.data_source != "hf" and cfg.eval.data_dir is not None:  # with "toy" too: its real directions read it
+        must_exist("eval.data_dir", cfg.eval.data_dir, "FLORES directory")
     must_exist("prompt.templates_dir", cfg.prompt.templates_dir)
     must_exist("sft.data_path", cfg.sft.data_path)
     if cfg.model.init_adapter not in (None, "auto"):

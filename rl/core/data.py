@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Iterable
 
 from rl.core.languages import parse_directions, resolve_language
+from rl.core.errors import UserError
 
 SOURCES = ("flores", "ntrex", "jsonl", "tsv", "hf")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data file is missing, malformed or misaligned."""
 
 

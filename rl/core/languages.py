@@ -19,8 +19,10 @@ import difflib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from rl.core.errors import UserError
 
-class UnknownLanguageError(ValueError):
+
+class UnknownLanguageError(UserError, ValueError):
     """A language code that no scheme in the table knows."""
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from rl.core.parsing import THINK_OPEN
+from rl.core.errors import UserError
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "cot_templates"
 TEMPLATE_NAMES = (
@@ -33,7 +34,7 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
-class TemplateError(ValueError):
+class TemplateError(UserError, ValueError):
     """A CoT template file is missing, malformed, or a template name is unknown."""
 
 

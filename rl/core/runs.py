@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from rl.core.config import Config, ConfigError, save_config
+from rl.core.errors import UserError
 
 
-class RunDirError(RuntimeError):
+class RunDirError(UserError, RuntimeError):
     """The run directory exists (and neither --resume nor --overwrite was given), is not
     resumable, or its name is not a plain directory name."""
 

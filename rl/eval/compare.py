@@ -14,17 +14,17 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from rl.core.errors import UserError, run_cli
 from rl.eval.report import GROUPS, METRICS, display_row, metric_value, plot_bars
 
 IGNORED_KEYS = ("run_name", "output_dir", "eval.", "toy.cache_dir", "rollout.ray_address")
 MISSING = object()
 
 
-class CompareError(ValueError):
+class CompareError(UserError, ValueError):
     """An argument is not a results dir, results.json or run dir with results."""
 
 
@@ -202,6 +202,7 @@ def compare(paths: list[str | Path], out: str | Path | None = None, metrics: lis
     return cmp
 
 
+@run_cli
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Compare evaluations or runs side by side (one table, one plot).")
     p.add_argument("paths", nargs="+", help="results dirs, results.json files or run dirs")
@@ -209,13 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metrics", help=f"comma list from {', '.join(METRICS)} (default: all present)")
     p.add_argument("--labels", help="comma list of column labels, one per path (default: the config keys that differ)")
     args = p.parse_args(argv)
-    try:
-        metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
-        labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
-        cmp = compare(args.paths, args.out, metrics, labels)
-    except CompareError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
+    labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
+    cmp = compare(args.paths, args.out, metrics, labels)
     print(cmp["markdown"])
     print(f"[compare] wrote {args.out}/compare.{{md,csv,json,png}}")
     return 0

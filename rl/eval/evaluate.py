@@ -1,9 +1,14 @@
 """Evaluation on FLORES directions (or the toy test set): one table per run.
 
-    python -m rl.evaluate --adapter runs/toy-grpo --limit 100
-    python -m rl.evaluate --model Qwen/Qwen2.5-7B-Instruct --data-dir flores200 \
-        --directions r1t1 --out runs/eval-base --comet-model Unbabel/wmt22-comet-da
-    python -m rl.evaluate --adapter runs/my-run --data-dir flores200 --baseline runs/eval-base
+    python -m rl.evaluate --adapter runs/toy-grpo --eval.limit 100
+    python -m rl.evaluate --model Qwen/Qwen2.5-7B-Instruct --eval.data_dir flores200 \
+        --eval.directions r1t1 --out runs/eval-base --eval.comet_model Unbabel/wmt22-comet-da
+    python -m rl.evaluate --adapter runs/my-run --eval.data_dir flores200 --baseline runs/eval-base
+
+Settings are the config's, as in training: ``--config FILE`` (default: the adapter's run
+config.yaml, else the defaults) and ``--section.key value`` overrides; the eval section's
+keys may be given bare (``--limit 100``). ``--model`` and ``--out`` are short for
+``--model.name_or_path`` and ``--eval.out``.
 
 Generation goes through the same rollout engine as training (one sample per
 prompt, R1-T1's decoding defaults), prompts come from rl.core.prompts exactly as in
@@ -24,15 +29,14 @@ import hashlib
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from rl.core.config import Config, ConfigError, SamplingConfig, add_config_args, load_config
-from rl.core.data import DataError, Example, load_examples
+from rl.core.config import Config, SamplingConfig, add_config_args, load_config
+from rl.core.data import Example, load_examples
+from rl.core.errors import UserError, run_cli
 from rl.core.languages import parse_directions
-from rl.core.prompts import TemplateError
 from rl.core import resolve
 from rl.core.providers import is_provided, provider_of_language
 from rl.eval.report import mean_or_none, averages, direction_name, markdown, write_outputs
@@ -40,7 +44,7 @@ from rl.eval.report import mean_or_none, averages, direction_name, markdown, wri
 DEFAULT_HF_DATASET = "openlanguagedata/flores_plus"
 
 
-class EvalError(ValueError):
+class EvalError(UserError, ValueError):
     """Bad evaluation input, found before any generation."""
 
 
@@ -91,7 +95,7 @@ def check_finite_weights(adapter: Path) -> None:
 
 def load_directions(cfg: Config) -> dict[tuple[str, str], list[Example]]:
     """Examples per direction, in the order asked. Toy-language directions come from
-    the toy world's test set; the others from FLORES (--data-dir) or the HF hub."""
+    the toy world's test set; the others from FLORES (eval.data_dir) or the HF hub."""
     ev = cfg.eval
     try:
         directions = parse_directions(ev.directions)
@@ -116,9 +120,9 @@ def load_directions(cfg: Config) -> dict[tuple[str, str], list[Example]]:
             source = "flores" if path else "hf"
         if source == "hf":
             path = path or DEFAULT_HF_DATASET
-            print(f"[eval] no --data-dir: loading FLORES from the HF hub dataset {path} (needs network or cache)")
+            print(f"[eval] no eval.data_dir: loading FLORES from the HF hub dataset {path} (needs network or cache)")
         elif path is None:
-            raise EvalError("eval.data_source=flores needs --data-dir (a FLORES-101 or FLORES-200 directory)")
+            raise EvalError("eval.data_source=flores needs eval.data_dir (a FLORES-101 or FLORES-200 directory)")
         if source == "flores" and (Path(path) / "flores200").is_dir() and not (Path(path) / ev.split).is_dir():
             path = str(Path(path) / "flores200")  # the shared data root holds flores200/
         for ex in load_examples(source, path, real, split=ev.split, limit=ev.limit):
@@ -257,7 +261,7 @@ def score_direction(records: list[dict], tgt: str, prompt_cfg) -> tuple[dict, li
 def comet_check(model: str | None) -> str | None:
     """Before generation: why COMET will be skipped (None = it will run)."""
     if not model:
-        return "no COMET model given (--comet-model)"
+        return "no COMET model given (eval.comet_model)"
     try:
         from rewards.comet import resolve_checkpoint
 
@@ -350,7 +354,7 @@ def plan(cfg: Config, adapter: str | Path | None = None) -> Plan:
             raise EvalError(
                 f"{direction_name(*d)}: the prompt of {examples[d][longest].id} has {len(ids[longest])} tokens; "
                 f"with max_tokens {sampling.max_tokens} it exceeds rollout.max_model_len {limit} "
-                "(raise --rollout.max_model_len or lower --max-tokens)"
+                "(raise --rollout.max_model_len or lower --eval.max_tokens)"
             )
     settings = {
         "model": cfg.model.name_or_path,
@@ -507,71 +511,43 @@ def evaluate(
 # ----------------------------------------------------------------------------- CLI
 
 def build_arg_parser() -> argparse.ArgumentParser:
+    """The evaluation's own options; the settings are the config's (``--config`` and
+    ``--section.key value`` overrides, as in training), with eval's keys also bare."""
     p = argparse.ArgumentParser(
-        description="Evaluate a model (+ LoRA adapter) on FLORES directions. Any other --section.key value "
-        "overrides the config (e.g. --rollout.max_model_len 2048).")
+        description="Evaluate a model (+ LoRA adapter) on FLORES directions or the toy test set. Settings are "
+        "config keys: --config FILE, then --section.key value overrides as in training (e.g. --eval.limit 100, "
+        "--eval.directions r1t1, --eval.data_dir flores200, --rollout.backend hf, --seed 1); the eval section's "
+        "keys may be given bare (--limit 100 = --eval.limit 100).")
     add_config_args(p)
-    p.add_argument("--model", help='hub id or local dir; "toy" = the toy world\'s model (default: the config\'s)')
+    p.add_argument("--model", help='model.name_or_path: hub id or local dir; "toy" = the toy world\'s model')
     p.add_argument("--adapter", help="a LoRA adapter dir, or a run dir (its adapter/ and config.yaml are used)")
-    p.add_argument("--data-dir", help="FLORES-101 or FLORES-200 directory (without it: the HF hub dataset)")
-    p.add_argument("--hf-dataset", help=f"hub dataset id for FLORES (default {DEFAULT_HF_DATASET})")
-    p.add_argument("--directions", help="comma list such as eng_Latn-khm_Khmr,lao_Laoo-eng_Latn, or r1t1")
-    p.add_argument("--split", help="dev or devtest (default devtest)")
-    p.add_argument("--limit", type=int, help="sentences per direction")
-    p.add_argument("--out", help="output directory (default: <run dir>/eval or runs/eval/<model>)")
-    p.add_argument("--backend", choices=("ray-vllm", "vllm", "hf"), help="rollout backend")
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--top-p", type=float)
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--max-tokens", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--comet-model", help="COMET checkpoint dir or hub id (skipped when absent)")
+    p.add_argument("--out", help="eval.out: output directory (default: <run dir>/eval or runs/eval/<model>)")
     p.add_argument("--baseline", help="a results dir to report deltas against (e.g. the base model's)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
 
+# the short flags that are config keys: flag -> its key (argparse's dest names the flag)
+ALIASES = {"model": "model.name_or_path", "out": "eval.out"}
+
+
 def config_from_args(args: argparse.Namespace, rest: list[str]) -> Config:
-    """--config, else the adapter's run config.yaml, else defaults; then overrides; then flags."""
-    if args.data_dir and not Path(args.data_dir).is_dir():
-        raise EvalError(f"--data-dir {args.data_dir}: no such directory")
+    """--config, else the adapter's run config.yaml, else defaults; then the overrides
+    (``rest``, and --model/--out as their keys), validated by load_config like training's."""
     path = args.config
     if path is None and args.adapter:
         _, run_dir = resolve_adapter(args.adapter)
         if run_dir is not None:
             path = run_dir / "config.yaml"
-    cfg = load_config(path, rest)
-    ev = cfg.eval
-    if args.model:
-        cfg.model.name_or_path = args.model
-    if args.data_dir:
-        ev.data_source, ev.data_dir = "flores", args.data_dir
-    if args.hf_dataset:
-        ev.data_source, ev.data_dir = "hf", args.hf_dataset
-    for flag, key in (("directions", "directions"), ("split", "split"), ("limit", "limit"), ("out", "out"),
-                      ("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k"),
-                      ("max_tokens", "max_tokens"), ("comet_model", "comet_model")):
-        if getattr(args, flag) is not None:
-            setattr(ev, key, getattr(args, flag))
-    from rl.core.config import check_eval_split, check_temperature
-
-    check_eval_split(ev.split, "--split" if args.split is not None else "eval.split")  # --eval.split: load_config
-    check_temperature(ev.temperature, "--temperature" if args.temperature is not None else "eval.temperature")
-    if args.backend:
-        cfg.rollout.backend = args.backend
-    if args.seed is not None:
-        cfg.seed = args.seed
-    return cfg
+    aliases = [x for flag, key in ALIASES.items() if getattr(args, flag) is not None
+               for x in (f"--{key}", json.dumps(str(getattr(args, flag))))]  # quoted: taken as is
+    return load_config(path, [*rest, *aliases], scope="eval")
 
 
+@run_cli
 def main(argv: list[str] | None = None) -> int:
     parser = build_arg_parser()
     args, rest = parser.parse_known_args(argv)
-    try:
-        cfg = config_from_args(args, rest)
-        evaluate(cfg, args.adapter, cfg.eval.out, baseline=args.baseline, progress=not args.no_progress)
-    except (ConfigError, DataError, EvalError, TemplateError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = config_from_args(args, rest)
+    evaluate(cfg, args.adapter, cfg.eval.out, baseline=args.baseline, progress=not args.no_progress)
     return 0
-

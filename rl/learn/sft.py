@@ -24,10 +24,10 @@ import os
 import signal
 import sys
 import time
-from rl.core.data import DataError  # noqa: E402
 from pathlib import Path
 
 from rl.core.config import Config, ConfigError, add_config_args, load_config, parse_cli, torch_dtype
+from rl.core.errors import run_cli
 from rl.core.providers import is_provided
 from rl.core.runs import (
     EXIT_INTERRUPTED, RunDirError, last_checkpoint, prepare_run_dir, resume_config, save_adapter,
@@ -251,6 +251,7 @@ def cold_start_adapter(cfg: Config) -> str | None:
     return resolve.init_adapter(cfg)
 
 
+@run_cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Cold-start SFT (TRL SFTTrainer + LoRA) on CoT translations.")
     add_config_args(parser)
@@ -264,9 +265,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             cfg = resumed_sft_config(parser, argv, cfg)
         run_sft(cfg, resume=args.resume, overwrite=args.overwrite)
-    except (ConfigError, RunDirError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except SFTInterrupted as exc:
         print(exc, file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 from rl.core.config import SamplingConfig, check_temperature
+from rl.core.errors import UserError
 
 # vLLM only accepts these LoRA ranks as max_lora_rank (vllm.config.lora.MaxLoRARanks).
 VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -48,7 +49,7 @@ class RolloutEngine(Protocol):
     def shutdown(self) -> None: ...
 
 
-class AdapterError(ValueError):
+class AdapterError(UserError, ValueError):
     """A LoRA adapter directory that no worker should load."""
 
 
