@@ -214,7 +214,7 @@ def test_score_direction_matches_sacrebleu_on_real_text(tgt, data_dir):
     """Non-trivial hypotheses (the toy model's are mostly empty): references with words
     dropped, wrapped in the R1-T1 format, plus a tag-less and a truncated completion."""
     from rl.core.config import PromptConfig
-    from rl.eval.evaluate import score_direction
+    from rl.eval.scoring import score_direction
 
     refs = (data_dir / "flores200" / "devtest" / f"{tgt}.devtest").read_text(encoding="utf-8").splitlines()[:8]
     hyps = [r[: len(r) * (i + 3) // 10].strip() for i, r in enumerate(refs[:6])]  # 30%..80% of each reference
@@ -395,7 +395,7 @@ def test_direct_prompts_ask_for_a_plain_translation(toy_world):
 
 def test_direct_completions_are_scored_whole():
     from rl.core.config import PromptConfig
-    from rl.eval.evaluate import score_direction
+    from rl.eval.scoring import score_direction
 
     records = [{"id": str(i), "source": "s", "reference": "miro vana-ko polu-ta", "completion": c}
                for i, c in enumerate([" miro vana-ko polu-ta\n", "", "<think>x</think><answer>miro</answer>"])]

