@@ -32,6 +32,7 @@ import tempfile
 import time
 import warnings
 
+from rl.learn.trl_bridge import wrap_stage
 from rl.tools.plan import KNOWN_SHAPES, ModelShape
 
 SHAPES: dict[str, ModelShape] = {
@@ -175,18 +176,21 @@ def run_bench(shape_name: str, steps: int = 3, warmup: int = 1, prompts: int = 1
                           task_type="CAUSAL_LM")
         trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, processing_class=tokenizer,
                               train_dataset=Dataset.from_list(rows), peft_config=lora)
-        _time_method(trainer, "_generate_single_turn", stats["gen"], device)
-        inner = _time_method(trainer, "_generate_and_score_completions", stats["gen_score"], device)
+        _time_stage(trainer, "generate_single_turn", stats["gen"], device)
+        _time_stage(trainer, "generate_and_score", stats["gen_score"], device)
 
-        def counted(*a, **kw):  # keep each step's sequence lengths for the FLOP count
-            batch = inner(*a, **kw)
-            p = batch["prompt_mask"].sum(1).tolist()
-            c = batch["completion_mask"].sum(1).tolist()
-            stats["seq_lens"].append([int(x + y) for x, y in zip(p, c)])
-            stats["completion_lens"].append([int(y) for y in c])
-            return batch
+        def counting(inner):  # keep each step's sequence lengths for the FLOP count
+            def counted(*a, **kw):
+                batch = inner(*a, **kw)
+                p = batch["prompt_mask"].sum(1).tolist()
+                c = batch["completion_mask"].sum(1).tolist()
+                stats["seq_lens"].append([int(x + y) for x, y in zip(p, c)])
+                stats["completion_lens"].append([int(y) for y in c])
+                return batch
 
-        trainer._generate_and_score_completions = counted
+            return counted
+
+        wrap_stage(trainer, "generate_and_score", counting)
         trainer.add_callback(StepClock())
         trainer.remove_callback(PrinterCallback)  # TRL's per-step log dicts; we print a summary
         if device == "cuda":
@@ -218,19 +222,21 @@ def run_bench(shape_name: str, steps: int = 3, warmup: int = 1, prompts: int = 1
     }
 
 
-def _time_method(trainer, name: str, sink: list[float], device: str):
-    inner = getattr(trainer, name)
+def _time_stage(trainer, stage: str, sink: list[float], device: str):
+    """Append the seconds of each call of one of TRL's stages (rl/learn/trl_bridge.py: STAGES) to ``sink``."""
 
-    def timed(*a, **kw):
-        _sync(device)
-        start = time.perf_counter()
-        out = inner(*a, **kw)
-        _sync(device)
-        sink.append(time.perf_counter() - start)
-        return out
+    def timing(inner):
+        def timed(*a, **kw):
+            _sync(device)
+            start = time.perf_counter()
+            out = inner(*a, **kw)
+            _sync(device)
+            sink.append(time.perf_counter() - start)
+            return out
 
-    setattr(trainer, name, timed)
-    return timed
+        return timed
+
+    return wrap_stage(trainer, stage, timing)
 
 
 def report(r: dict) -> str:

@@ -49,7 +49,7 @@ def plain_trl(cfg, steps: int, out: Path) -> dict:
     from rl.learn.sft import cold_start_adapter
     from rl.core.analytics import CotLabeler
     from rl.learn.grpo import StepStats, build_dataset, grpo_args, load_policy, make_reward_func
-    from rl.learn.trl_bridge import score_only_completion_tokens_on_cpu
+    from rl.learn.trl_bridge import score_only_completion_tokens_on_cpu, wrap_stage
 
     score_only_completion_tokens_on_cpu(enable=False)  # TRL as shipped (our run patched it in this process)
     model_dir, adapter = resolve.model_path(cfg), cold_start_adapter(cfg)
@@ -63,15 +63,17 @@ def plain_trl(cfg, steps: int, out: Path) -> dict:
     trainer = GRPOTrainer(model=model, reward_funcs=[reward_fn], args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=peft_config)
     times, lengths, generation = [], [], []
-    generate = trainer._generate  # TRL's transformers generation of one step's completions
 
-    def timed_generate(*args, **kwargs):
-        start = time.perf_counter()
-        result = generate(*args, **kwargs)
-        generation.append(time.perf_counter() - start)
-        return result
+    def timed(generate):  # TRL's transformers generation of one step's completions
+        def timed_generate(*args, **kwargs):
+            start = time.perf_counter()
+            result = generate(*args, **kwargs)
+            generation.append(time.perf_counter() - start)
+            return result
 
-    trainer._generate = timed_generate
+        return timed_generate
+
+    wrap_stage(trainer, "generate", timed)
 
     class Timer(TrainerCallback):
         def on_step_begin(self, *a, **k):

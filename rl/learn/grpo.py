@@ -8,10 +8,13 @@ loss types, importance sampling). We own three hooks:
   logprobs; optionally generates the next step while the learner updates;
 * the reward: one TRL reward function that runs our (possibly non-linear)
   reward spec and keeps its parts for logging;
-* adapter sync: TRL calls ``vllm_generation.sync_weights()`` before generating
-  whenever the optimizer step changed; we plug :class:`AdapterSync` in there so
-  every new adapter version reaches every worker before the next generation,
-  and TRL's importance-sampling correction uses the workers' logprobs.
+* adapter sync: TRL calls the weight sync before generating whenever the
+  optimizer step changed; we plug :class:`AdapterSync` in there so every new
+  adapter version reaches every worker before the next generation, and TRL's
+  importance-sampling correction uses the workers' logprobs.
+
+rl/learn/trl_bridge.py holds the TRL subclass that wires these in (TRL's private
+API stays there).
 """
 from __future__ import annotations
 
@@ -35,10 +38,10 @@ from rl.core.config import Config, torch_dtype
 from rl.core.parsing import parse_batch
 from rl.core.ray_cluster import join_launch_cluster
 from rl.core.prompts import full_completion, load_templates, prompt_for_example, uses_prefill
-from rl.rollout.feed import RolloutFeed, add_lookahead
+from rl.rollout.feed import RolloutFeed
 from rl.core.runs import MetricsLog, last_checkpoint, plot_run, read_metrics, save_adapter, write_resolved_config
 from rl.learn.sft import cold_start_adapter
-from rl.learn.trl_bridge import score_only_completion_tokens_on_cpu
+from rl.learn.trl_bridge import check_versions, score_only_completion_tokens_on_cpu
 
 ADAPTER_VERSIONS_KEPT = 2
 ROLLOUT_ADAPTER = "rollout_adapter"  # beside a checkpoint, with grpo.overlap_generation
@@ -93,7 +96,7 @@ class StepStats:
 
 
 class AdapterSync:
-    """Stands in for TRL's ``vllm_generation``: ``sync_weights()`` saves the
+    """TRL's weight sync (rl/learn/trl_bridge.py): ``sync_weights()`` saves the
     policy's LoRA adapter and pushes it to every rollout worker (main process
     only; the others wait at the barrier, so nobody generates with a stale policy).
     With overlap, every process first waits for its generation in flight, which
@@ -128,42 +131,17 @@ class AdapterSync:
         self.stats.times["sync"] += time.perf_counter() - start
 
 
-def measure_sampler_gap(trainer, stats: StepStats) -> None:
-    """With the importance-sampling correction off, TRL never compares the workers' logprobs
-    with the learner's, so a stale or undelivered adapter would go unseen. The learner's
-    scoring pass in the loss already has them: TRL's ``old_per_token_logps`` when it computed
-    them (num_iterations > 1), else the pass's own, taken before this step's update. No extra
-    forward pass. Accumulates the mean |gap| over completion tokens in ``stats`` (this
-    process's share). Wraps TRL 1.16's private ``_compute_loss`` /
-    ``_get_per_token_logps_and_entropies`` (the latter for the duration of one loss only)."""
-    compute_loss, score = trainer._compute_loss, trainer._get_per_token_logps_and_entropies
+def measure_sampler_gap(stats: StepStats) -> Callable[[float, int], None]:
+    """The trainer's ``on_logp_gap``: adds the |sampler - learner| logprob gaps over
+    completion tokens (sum, tokens) to ``stats.logp_gap``, this process's share. The
+    trainer measures them (rl/learn/trl_bridge.py) when TRL's importance-sampling
+    correction, which logs its own, is off."""
 
-    def add_gap(learner: torch.Tensor, inputs) -> None:
-        sampler = inputs.get("sampling_per_token_logps")
-        if sampler is None:
-            return
-        gap = (learner.detach() - sampler).abs()[inputs["completion_mask"].bool()]
-        gap = gap[~torch.isnan(gap)]  # tokens the engine could not score (as TRL's own metric)
-        stats.logp_gap[0] += float(gap.sum())
-        stats.logp_gap[1] += gap.numel()
+    def record(total: float, tokens: int) -> None:
+        stats.logp_gap[0] += total
+        stats.logp_gap[1] += tokens
 
-    def compute_loss_measuring(model, inputs):
-        if inputs.get("old_per_token_logps") is not None:
-            add_gap(inputs["old_per_token_logps"], inputs)
-            return compute_loss(model, inputs)
-
-        def score_and_measure(*args, **kwargs):
-            out = score(*args, **kwargs)
-            add_gap(out[0], inputs)
-            return out
-
-        trainer._get_per_token_logps_and_entropies = score_and_measure
-        try:
-            return compute_loss(model, inputs)
-        finally:
-            trainer._get_per_token_logps_and_entropies = score
-
-    trainer._compute_loss = compute_loss_measuring
+    return record
 
 
 class NonFiniteRewardError(ValueError):
@@ -331,10 +309,11 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbac
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from accelerate import PartialState
     from transformers import AutoTokenizer
-    from trl import GRPOTrainer
 
+    from rl.learn.trl_bridge import RolloutGRPOTrainer
     from rl.rollout import connect_rollout_engine
 
+    check_versions()  # before anything loads
     state = PartialState()
     score_only_completion_tokens_on_cpu()  # no-op for CUDA tensors (TRL already does it there)
     reward = load_reward(cfg, state.is_main_process, own_cluster=engine is None)  # a bad spec fails before models load
@@ -364,7 +343,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbac
         engine = connect_rollout_engine(model_dir, cfg.rollout, cfg.lora, seed=cfg.seed, create=state.is_main_process)
     stats.watch_restarts(engine)
     feed = RolloutFeed(engine, tokenizer, cfg.sampling, cfg.seed, stats, overlap=cfg.grpo.overlap_generation)
-    trainer = GRPOTrainer(
+    trainer = RolloutGRPOTrainer(
         model=model,
         reward_funcs=[make_reward_func(reward, uses_prefill(cfg.prompt), stats, labeler)],
         args=grpo_args(cfg, run_dir, state.num_processes),
@@ -372,16 +351,13 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbac
         processing_class=tokenizer,
         peft_config=peft_config,
         rollout_func=feed,
+        # TRL's pre-generation weight sync becomes our adapter push (see module doc)
+        weight_sync=lambda t: AdapterSync(t, engine, sync_root, stats, feed),
+        # with TRL's importance-sampling correction on, TRL logs the gap itself
+        on_logp_gap=None if cfg.grpo.importance_sampling_correction else measure_sampler_gap(stats),
     )
-    # Route TRL's own pre-generation weight sync to our adapter push, and let its
-    # importance-sampling correction use the workers' logprobs (see module doc).
-    trainer.use_vllm = True
-    trainer.vllm_generation = sync = AdapterSync(trainer, engine, sync_root, stats, feed)
-    trainer._last_loaded_step = -1
-    if not cfg.grpo.importance_sampling_correction:  # else TRL logs the gap itself
-        measure_sampler_gap(trainer, stats)
+    sync = trainer.weight_sync
     if feed.overlap:
-        add_lookahead(trainer, feed)
         trainer.add_callback(_SaveRolloutAdapter(sync))
         if checkpoint is not None and (checkpoint / ROLLOUT_ADAPTER).is_dir():
             _resume_rollouts_one_version_behind(sync, feed, checkpoint / ROLLOUT_ADAPTER)

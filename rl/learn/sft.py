@@ -115,6 +115,9 @@ def run_sft(cfg: Config, resume: bool = False, overwrite: bool = False, callback
 
     from rl.core import resolve
 
+    from rl.learn.trl_bridge import check_versions
+
+    check_versions()  # SFTTrainer is TRL's too: the same tested range
     run_dir = prepare_run_dir(cfg.output_dir, cfg.sft.run_name, resume=resume, overwrite=overwrite)
     checkpoint = sft_checkpoint_to_resume(run_dir) if resume else None
     model_dir = resolve.model_path(cfg)

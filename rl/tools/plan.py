@@ -463,15 +463,21 @@ def count_examples(cfg: Config) -> tuple[list[str], list[str]]:
 
 def check_start(cfg: Config) -> tuple[list[str], list[str]]:
     """(errors, notes) of the checks the run itself makes at start, made here with the same
-    functions and nothing loaded: the reward spec (rewards.check: names, kwargs, the COMET
+    functions and nothing loaded: the TRL / transformers versions (rl/learn/trl_bridge.py:
+    check_versions), the reward spec (rewards.check: names, kwargs, the COMET
     checkpoint found), the cold-start adapter (rl/rollout/base.py: check_init_adapter) and a
     writable run directory (rl/core/runs.py: check_writable)."""
     from rewards import RewardSpecError, check_from_config
+    from rl.learn.trl_bridge import VersionError, check_versions
     from rl.rollout.base import check_init_adapter
     from rl.rollout.base import AdapterError
     from rl.core.runs import RunDirError, check_writable
 
     errors, notes = [], []
+    try:
+        check_versions()
+    except VersionError as exc:
+        errors.append(str(exc))
     try:
         notes += check_from_config(cfg.reward)
     except RewardSpecError as exc:
