@@ -115,7 +115,7 @@ def test_labels_and_missing_cells():
 def test_load_results_errors(tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "results.json").write_text("{}")
-    with pytest.raises(CompareError, match="not an rl.eval.evaluate results.json"):
+    with pytest.raises(CompareError, match="not an rl.evaluate results.json"):
         load_results(tmp_path / "bad")
     with pytest.raises(CompareError, match="no results.json"):
         load_results(tmp_path / "empty")

@@ -88,10 +88,11 @@ def check_adapter(adapter_dir: str | Path, max_lora_rank: int | None, model_path
     weights = [d / name for name in WEIGHT_FILES if (d / name).is_file()]
     if not weights:
         raise AdapterError(f"{d}: no adapter weights ({' or '.join(WEIGHT_FILES)})")
+    if exact:  # first: its mismatch message names the module, the cheap one only a dimension
+        _check_fits_model(d, model_path, trust_remote_code)
     if weights[0].suffix == ".safetensors":
         _check_shapes(weights[0], Path(model_path) / "config.json" if model_path is not None else None, max_lora_rank)
     if exact:
-        _check_fits_model(d, model_path, trust_remote_code)
         check_finite_weights(d)
     return cfg
 
