@@ -17,9 +17,10 @@ ALLOWED = {
     "rl.rollout": {"rl.core"},
     "rl.learn": {"rl.core", "rl.rollout", "rewards"},
     "rl.eval": {"rl.core", "rl.rollout", "rewards"},
-    "rl.tools": {"rl.core", "rl.rollout", "rewards", "rl.learn", "rl.eval"},
-    "rl.bench": {"rl.core", "rl.rollout", "rewards", "rl.learn", "rl.eval", "rl.tools"},
-    "entry": {"rl.core", "rl.rollout", "rewards", "rl.learn", "rl.eval", "rl.tools"},
+    "rl.coldstart": {"rl.core", "rl.rollout", "rewards"},
+    "rl.tools": {"rl.core", "rl.rollout", "rewards", "rl.learn", "rl.eval", "rl.coldstart"},
+    "rl.bench": {"rl.core", "rl.rollout", "rewards", "rl.learn", "rl.eval", "rl.tools", "rl.coldstart"},
+    "entry": {"rl.core", "rl.rollout", "rewards", "rl.learn", "rl.eval", "rl.tools", "rl.coldstart"},
 }
 LAYERS = sorted((k for k in ALLOWED if k != "entry"), key=len, reverse=True)
 
@@ -102,7 +103,7 @@ def test_no_import_cycles():
     assert cycles == [], "\n".join(cycles)
 
 
-@pytest.mark.parametrize("layer", ["rl.core", "rl.rollout", "rewards", "rl.learn", "rl.eval"])
+@pytest.mark.parametrize("layer", ["rl.core", "rl.rollout", "rewards", "rl.learn", "rl.eval", "rl.coldstart"])
 def test_training_path_never_imports_tools_or_benchmarks(layer):
     graph = import_graph()
     offenders = [f"{m} -> {t}" for m, ts in graph.items() if layer_of(m) == layer

@@ -124,6 +124,9 @@ class RolloutConfig:
     generation_timeout_s: float = 1800.0
     enforce_eager: bool = False  # skip vLLM's torch.compile: starts in ~10 s instead of ~60 s on CPU (tests)
     max_num_seqs: int | None = None  # sequences a vLLM engine decodes at once (None: vLLM's default, 256 on CPU)
+    # GPUs one vLLM engine shards the model over (vLLM's tensor_parallel_size); > 1 needs backend "vllm"
+    # (one in-process engine): a 70B-class teacher for rl/synth.py does not fit one GPU
+    tensor_parallel_size: int = 1
 
 
 @dataclass
@@ -213,6 +216,44 @@ class HardwareConfig:
 
 
 @dataclass
+class TeacherConfig:
+    """The model that writes CoT for ``rl/synth.py`` (rl/coldstart): any model the rollout engines load."""
+
+    model: str | None = None  # hub id, local HF dir or a provider name ("toy"); required by rl/synth.py
+    adapter: str | None = None  # a LoRA adapter on the teacher ("auto": <output_dir>/<sft.run_name>/adapter)
+    # The engine: in-process vLLM by default (tensor_parallel_size > 1 shards a 70B teacher over GPUs)
+    rollout: RolloutConfig = field(default_factory=lambda: RolloutConfig(backend="vllm", max_model_len=4096,
+                                                                         gpu_memory_utilization=0.9))
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = -1
+    max_tokens: int = 1024
+    seed: int | None = 0
+
+
+@dataclass
+class SynthConfig:
+    """CoT synthesis (``rl/synth.py``): the teacher answers every training pair (the data section) k times
+    with one template in full; the best candidate that passes the filters is kept."""
+
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    k: int = 4  # candidates per pair
+    # "teacher": the template in full (title, when to use, steps, worked example) + optional reference;
+    # "student": the prompt SFT and GRPO build from the prompt section (for a teacher trained on those prompts)
+    prompt: Literal["teacher", "student"] = "teacher"
+    templates: list[str] = field(default_factory=list)  # [] = every template in prompt.templates_dir
+    show_reference: bool = False  # give the teacher the reference translation to reason towards
+    reward: Any = "chrf"  # any rewards.load spec; a candidate must reach `threshold` on its total
+    comet_model: str | None = None
+    threshold: float = 50.0  # chrF is 0-100; set it on the reward's own scale (COMET: 0-1)
+    check_language: bool = True  # rewards.guards.lang_guard: langid's probability of the target language
+    min_language_prob: float = 0.1
+    copy_threshold: float = 70.0  # rewards.guards.copy_guard: chrF of the answer against the source
+    output: str | None = None  # None: <output_dir>/<run_name or "synth">/cot.jsonl
+    batch_size: int = 64  # pairs per engine call (the file grows, and the progress bar moves, per call)
+
+
+@dataclass
 class Config:
     run_name: str | None = None
     output_dir: str = "runs"
@@ -229,6 +270,7 @@ class Config:
     sft: SFTSettings = field(default_factory=SFTSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -111,7 +111,7 @@ RESUME_SAFE_KEYS = (
     "rollout.cpu_kv_cache_gb", "rollout.gpus_per_worker", "rollout.cpus_per_worker",
     "rollout.gpu_memory_utilization", "rollout.max_failures", "rollout.generation_timeout_s",
     "reward.comet_batch_size", "reward.comet_gpus",
-    "hardware.*", "eval.*",
+    "hardware.*", "eval.*", "synth.*",  # synth: only rl/synth.py reads it
 )
 
 

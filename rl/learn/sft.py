@@ -5,8 +5,10 @@ TRL's SFTTrainer + LoRA, before GRPO starts from the resulting adapter.
 
 CoT data is JSONL, one object per line: src_lang, tgt_lang, source, reference,
 template (one of the six names), completion (``<think>...</think><answer>...</answer>``),
-optional id and context. The prompt is built exactly as GRPO builds it, with
-the example's own template, so the cold start and RL see the same prompts.
+optional id and context (rl/synth.py writes such files). R1-T1's released corpus (a JSON list of
+instruction, input, source_lang, target_lang, target_text, thought_chains, output) is read as it is.
+The prompt is built exactly as GRPO builds it, with the example's own template, so the cold
+start and RL see the same prompts.
 
 With ``prompt.style=direct`` the same file trains the direct-translation baseline:
 plain prompts, the reference as the completion, the same pairs and step budget.
@@ -38,12 +40,16 @@ REQUIRED_KEYS = ("src_lang", "tgt_lang", "source", "reference", "template", "com
 
 
 def load_cot_jsonl(path: str | Path, template_names: set[str]) -> list[dict]:
-    """Read and validate CoT SFT data; errors name the file, line and key."""
+    """Read and validate CoT SFT data; errors name the file, line and key. R1-T1's released
+    corpus (its data/CoT_data.json) is read too, and mapped to these rows: :func:`load_r1t1_cot`."""
     from rl.core.data import _lang_field, read_text
     from rl.core.parsing import parse_completion
 
     rows = []
     text = read_text(Path(path)).removeprefix("\ufeff")  # bytes that are not UTF-8: a DataError naming file:line
+    records = r1t1_records(text)
+    if records is not None:
+        return load_r1t1_cot(path, records)
     for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
@@ -69,6 +75,67 @@ def load_cot_jsonl(path: str | Path, template_names: set[str]) -> list[dict]:
     return rows
 
 
+R1T1_KEYS = ("input", "source_lang", "target_lang", "target_text", "output")  # + instruction, thought_chains
+
+
+def r1t1_records(text: str) -> list | None:
+    """The records of R1-T1's format, else None: a JSON list (its CoT_data.json), or JSONL whose first
+    object has R1-T1's keys (``target_text``) rather than ours (``completion``). Anything else is read
+    as our JSONL, whose reader names the bad line."""
+    head = text.lstrip()
+    try:
+        if head.startswith("["):
+            records = json.loads(head)
+            return records if isinstance(records, list) else None
+        first = json.loads(head.split("\n", 1)[0]) if head else None
+        if isinstance(first, dict) and "completion" not in first and "target_text" in first:
+            return [json.loads(line) for line in text.split("\n") if line.strip()]
+    except json.JSONDecodeError:
+        return None
+    return None
+
+
+def load_r1t1_cot(path: str | Path, records: list) -> list[dict]:
+    """R1-T1's released CoT corpus (superboom/R1-T1 data/CoT_data.json) as our rows: source=input,
+    reference=target_text, languages by name ("Chinese", "French") through rl.core.languages, and the
+    completion from ``output``, which there holds the whole ``<think>...</think><answer>...</answer>``
+    (whitespace around the tags is dropped). An ``output`` without tags is the bare translation: the
+    completion is then ``thought_chains`` (the template's steps) as the reasoning + ``output`` as the answer.
+    The corpus names no template (``thought_chains`` spells the steps out instead), so ``template`` is None
+    and the prompt names none. Errors name the file and the 0-based record index."""
+    from rl.core.languages import resolve_language
+    from rl.core.parsing import TAGS, parse_completion
+
+    rows = []
+    for i, rec in enumerate(records):
+        where = f"{path}: record {i}"
+        if not isinstance(rec, dict):
+            raise ConfigError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+        missing = [k for k in R1T1_KEYS if not isinstance(rec.get(k), str) or not rec[k].strip()]
+        if missing:
+            raise ConfigError(f"{where}: missing, empty or non-string key(s) {missing} (R1-T1 CoT corpus format)")
+        langs = {}
+        for key in ("source_lang", "target_lang"):
+            try:
+                langs[key] = resolve_language(rec[key]).flores200
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {key} {rec[key]!r}: {exc}") from None
+        output = rec["output"]
+        parsed = parse_completion(output)
+        if parsed.ok:
+            completion = f"<think>{parsed.think}</think><answer>{parsed.answer}</answer>"
+        elif not any(tag in output for tag in TAGS) and isinstance(rec.get("thought_chains"), str) and rec["thought_chains"].strip():
+            completion = f"<think>{rec['thought_chains'].strip()}</think><answer>{output.strip()}</answer>"
+        else:
+            raise ConfigError(f"{where}: output is not in the R1-T1 format: {parsed.error}")
+        rows.append({"id": str(rec.get("id", f"{Path(path).stem}.{i}")), "src_lang": langs["source_lang"],
+                     "tgt_lang": langs["target_lang"], "source": rec["input"], "reference": rec["target_text"],
+                     "template": None, "completion": completion})
+    if not rows:
+        raise ConfigError(f"{path}: no CoT examples")
+    return rows
+
+
 def build_sft_dataset(cfg: Config, tokenizer, data_path: str | Path):
     from dataclasses import replace
 
@@ -84,7 +151,9 @@ def build_sft_dataset(cfg: Config, tokenizer, data_path: str | Path):
             id=row.get("id", str(i)), src_lang=row["src_lang"], tgt_lang=row["tgt_lang"],
             source=row["source"], reference=row["reference"], context=row.get("context"),
         )
-        if cfg.prompt.template_choice != "none":  # the prompt names the template the completion follows
+        if row["template"] is None:  # R1-T1's corpus names none: neither does the prompt
+            prompt, _ = prompt_for_example(ex, tokenizer, replace(cfg.prompt, template_choice="none"), templates, cfg.seed)
+        elif cfg.prompt.template_choice != "none":  # the prompt names the template the completion follows
             prompt, _ = prompt_for_example(ex, tokenizer, replace(cfg.prompt, template_choice="fixed",
                                                                   template=row["template"]), templates, cfg.seed)
         else:
@@ -197,7 +266,7 @@ def sft_checkpoint_to_resume(run_dir: Path) -> Path:
 
 
 # Config sections SFT never reads: a change there does not change the SFT run, so --resume ignores it
-SFT_UNREAD = ("run_name", "data", "sampling", "rollout", "reward", "grpo", "eval", "hardware")
+SFT_UNREAD = ("run_name", "data", "sampling", "rollout", "reward", "grpo", "eval", "hardware", "synth")
 
 
 def resumed_sft_config(parser: argparse.ArgumentParser, argv: list[str] | None, cfg: Config) -> Config:

@@ -36,6 +36,9 @@ def check_rollout_config(rollout: RolloutConfig, lora: LoraSettings | None) -> N
         raise ValueError(f"lora.r={lora.r} exceeds rollout.max_lora_rank={rollout.max_lora_rank}")
     if rollout.num_workers < 1 or rollout.max_failures < 0:
         raise ValueError("rollout.num_workers must be >= 1 and rollout.max_failures >= 0")
+    if rollout.tensor_parallel_size < 1 or (rollout.tensor_parallel_size > 1 and rollout.backend != "vllm"):
+        raise ValueError(f"rollout.tensor_parallel_size={rollout.tensor_parallel_size}: must be >= 1, and > 1 "
+                         "needs rollout.backend: vllm (one in-process engine sharded over the GPUs)")
     if not rollout.generation_timeout_s > 0:
         raise ValueError(f"rollout.generation_timeout_s must be > 0 seconds, got {rollout.generation_timeout_s}")
     if rollout.dtype == "bfloat16" and not _has_gpu() and not cpu_has_native_bf16():

@@ -24,7 +24,8 @@ def engine_kwargs(model_path: str, rollout: RolloutConfig, seed: int) -> dict:
     kw = dict(
         model=str(model_path), dtype=rollout.dtype, max_model_len=rollout.max_model_len, seed=seed,
         enable_lora=True, max_lora_rank=rollout.max_lora_rank, max_loras=1, max_cpu_loras=2,
-        logprobs_mode="processed_logprobs", distributed_executor_backend="uni",
+        logprobs_mode="processed_logprobs", tensor_parallel_size=rollout.tensor_parallel_size,
+        distributed_executor_backend="uni" if rollout.tensor_parallel_size == 1 else "mp",
         enforce_eager=rollout.enforce_eager, gpu_memory_utilization=rollout.gpu_memory_utilization,
     )
     if rollout.max_num_seqs is not None:

@@ -134,6 +134,7 @@ KNOWN_SHAPES: dict[str, ModelShape] = {
         _qwen("Qwen/Qwen2.5-1.5B-Instruct", 1536, 28, 12, 2, 8960, 151936, True),
         _qwen("Qwen/Qwen2.5-3B-Instruct", 2048, 36, 16, 2, 11008, 151936, True),
         _qwen("Qwen/Qwen2.5-7B-Instruct", 3584, 28, 28, 4, 18944, 152064, False),
+        _qwen("Qwen/Qwen2.5-72B-Instruct", 8192, 80, 64, 8, 29568, 152064, False),  # the synth-r1t1 teacher
     )
 }
 
@@ -685,3 +686,80 @@ def _finish(say, processes: int, gpu_plan: bool, nodes: int, errors: list[str], 
             launch += f" --num_machines {nodes} --machine_rank <this node> --main_process_ip <node 0>"
     say(f"\nOK. Launch with: {launch} rl/train.py --config <this recipe> [overrides]")
     return 0
+
+
+# ----------------------------------------------------------------------------- the CoT teacher (rl/synth.py)
+
+def estimate_teacher(cfg: Config, shape: ModelShape, gpu_memory_gb: float | None) -> dict[str, Any]:
+    """Memory (GiB) of one GPU of the teacher's vLLM engine: tensor parallelism splits the weights,
+    the LoRA slots and the KV heads evenly over synth.teacher.rollout.tensor_parallel_size GPUs;
+    vLLM claims gpu_memory_utilization x GPU memory on each, which must hold its share of the
+    weights + one max_model_len sequence's KV + overhead (as for a rollout worker)."""
+    t = cfg.synth.teacher
+    ro, tp = t.rollout, max(t.rollout.tensor_parallel_size, 1)
+    rbytes = DTYPE_BYTES.get(ro.dtype, shape.dtype_bytes)
+    slots = VLLM_LORA_SLOTS * sum(ro.max_lora_rank * (a + b) for a, b in shape.module_dims().values()) * shape.num_layers
+    mem: dict[str, Any] = {
+        "tp": tp, "weights": shape.params() * rbytes / GIB / tp, "lora_slots": slots * rbytes / GIB / tp,
+        "kv_min": ro.max_model_len * shape.kv_bytes_per_token(rbytes) / tp / GIB, "overhead": VLLM_OVERHEAD_GIB,
+    }
+    mem["needed"] = mem["weights"] + mem["lora_slots"] + mem["kv_min"] + VLLM_OVERHEAD_GIB
+    if gpu_memory_gb is not None:
+        mem["reserved"] = ro.gpu_memory_utilization * gpu_memory_gb
+        room = mem["reserved"] - mem["weights"] - mem["lora_slots"] - VLLM_OVERHEAD_GIB
+        mem["kv_sequences"] = max(0, int(room / (mem["kv_min"] or 1)))
+    return mem
+
+
+def print_teacher_plan(cfg: Config, out=None) -> int:
+    """`rl/synth.py --dry-run`: the teacher's memory per GPU and its tensor-parallel placement;
+    0 if it fits, 1 if not (numbers shown). Loads nothing."""
+    import copy
+
+    out = out or sys.stdout
+    say = lambda text="": print(text, file=out)  # noqa: E731
+    t = cfg.synth.teacher
+    if not t.model:
+        say("REFUSED: synth.teacher.model is not set")
+        return 1
+    probe = copy.deepcopy(cfg)
+    probe.model.name_or_path = t.model
+    shape, shape_from = model_shape(probe)
+    gpu_gib, gpus_per_node = cfg.hardware.gpu_memory_gb, cfg.hardware.gpus_per_node
+    if gpu_gib is None:
+        gpu_gib, detected, _ = detect_gpus()
+        gpus_per_node = gpus_per_node or detected
+    tp, errors = t.rollout.tensor_parallel_size, []
+    say(f"Teacher plan (dry run: nothing loaded): {t.model} on backend {t.rollout.backend}, dtype {t.rollout.dtype}; "
+        f"shape from {shape_from}")
+    say(f"  candidates  k={cfg.synth.k} per pair, max_tokens {t.max_tokens}, temperature {t.temperature}; "
+        f"adapter {t.adapter or 'none'}")
+    if tp > 1 and t.rollout.backend != "vllm":
+        errors.append(f"synth.teacher.rollout.tensor_parallel_size={tp} needs synth.teacher.rollout.backend: vllm")
+    if gpus_per_node is not None and tp > gpus_per_node:
+        errors.append(f"tensor_parallel_size={tp} needs {tp} GPUs on one node; hardware.gpus_per_node is {gpus_per_node}")
+    if shape is None:
+        say("  memory      unknown: the teacher's config.json is not on disk and not in the built-in table")
+    else:
+        if shape.num_heads % tp or shape.num_kv_heads % tp:
+            errors.append(f"tensor_parallel_size={tp} does not divide the teacher's {shape.num_heads} attention / "
+                          f"{shape.num_kv_heads} KV heads (vLLM shards heads evenly)")
+        mem = estimate_teacher(cfg, shape, gpu_gib)
+        say(f"  placement   one engine over {tp} GPU(s) of one node (vLLM tensor parallel); {shape.params() / 1e9:.1f}B "
+            f"parameters")
+        say(f"  per GPU     {_fmt_parts(mem, [('weights', 'weights'), ('lora_slots', 'LoRA slots'), ('kv_min', 'KV of one sequence'), ('overhead', 'overhead')])}"
+            f" = {mem['needed']:.1f} GiB needed")
+        if gpu_gib is None:
+            say("  fit         not checked: no GPU here and hardware.gpu_memory_gb unset")
+        else:
+            say(f"  fit         vLLM claims {t.rollout.gpu_memory_utilization} x {gpu_gib:.0f} GiB = {mem['reserved']:.1f} "
+                f"GiB per GPU; KV room for ~{mem['kv_sequences']} sequences of {t.rollout.max_model_len} tokens")
+            if mem["needed"] > mem["reserved"]:
+                errors.append(f"the teacher needs {mem['needed']:.1f} GiB per GPU but vLLM may use {mem['reserved']:.1f}: "
+                              "raise synth.teacher.rollout.tensor_parallel_size or gpu_memory_utilization, or lower "
+                              "max_model_len")
+    for e in errors:
+        say(f"REFUSED: {e}")
+    if not errors:
+        say("OK. Run: python rl/synth.py --config <this recipe>")
+    return 1 if errors else 0
