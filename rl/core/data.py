@@ -192,7 +192,7 @@ def load_ntrex(root, directions, limit: int | None = None) -> list[Example]:
     return _pairs("ntrex", directions, file_of, lambda n: _read_doc_ids(root / "DOCUMENT_IDS.tsv", 0, n, False), limit)
 
 
-def _lang_field(obj: dict, key: str, where: str) -> str:
+def lang_field(obj: dict, key: str, where: str) -> str:
     try:
         return resolve_language(obj[key]).flores200
     except (KeyError, ValueError) as e:
@@ -213,7 +213,7 @@ def load_jsonl(path, directions=None) -> list[Example]:
             raise DataError(f"{where}: invalid JSON ({e.msg})") from None
         if not isinstance(obj, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-        src, tgt = _lang_field(obj, "src_lang", where), _lang_field(obj, "tgt_lang", where)
+        src, tgt = lang_field(obj, "src_lang", where), lang_field(obj, "tgt_lang", where)
         for key, required in (("source", True), ("reference", False), ("context", False), ("id", False)):
             value = obj.get(key)
             if required and (not isinstance(value, str) or not value.strip()):

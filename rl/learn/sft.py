@@ -42,7 +42,7 @@ REQUIRED_KEYS = ("src_lang", "tgt_lang", "source", "reference", "template", "com
 def load_cot_jsonl(path: str | Path, template_names: set[str]) -> list[dict]:
     """Read and validate CoT SFT data; errors name the file, line and key. R1-T1's released
     corpus (its data/CoT_data.json) is read too, and mapped to these rows: :func:`load_r1t1_cot`."""
-    from rl.core.data import _lang_field, read_text
+    from rl.core.data import lang_field, read_text
     from rl.core.parsing import parse_completion
 
     rows = []
@@ -63,7 +63,7 @@ def load_cot_jsonl(path: str | Path, template_names: set[str]) -> list[dict]:
         if missing:
             raise ConfigError(f"{path}:{lineno}: missing or non-string key(s) {missing}")
         for key in ("src_lang", "tgt_lang"):  # an unknown code would fail later, without file or line
-            _lang_field(row, key, f"{path}:{lineno}")
+            lang_field(row, key, f"{path}:{lineno}")
         if row["template"] not in template_names:
             raise ConfigError(f"{path}:{lineno}: template '{row['template']}' not in {sorted(template_names)}")
         parsed = parse_completion(row["completion"])
