@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import rl.core.data
-from rl.core.analytics import FORMAT_FAIL, OTHER, CotLabeler
+from rl.core.analytics import FORMAT_FAIL, OTHER, CotLabeler, _step_labels
 from rl.core.data import load_flores
 from rl.core.parsing import parse_completion
 from rl.core.prompts import TEMPLATE_NAMES, TEMPLATES_DIR, TemplateError, load_template, load_templates
@@ -40,6 +40,19 @@ def toy_cots(sentences: int = 30, seed: int = 0) -> list[tuple[str, str, str]]:
             prev = doc[i - 1] if i else None
             cots += [(t, src, make_think(t, s, src, lex, prev, rng)) for src in (SRC, TGT) for t in TEMPLATE_NAMES]
     return cots
+
+
+def test_the_six_templates_follow_r1t1s_released_chains():
+    """6-7 steps each, as R1-T1's thought_chains; triangulating goes through an intermediate
+    structure, not a pivot language (degenerate for x<->en); back-translation loops until
+    aligned; every worked example takes each of its template's steps under a label."""
+    assert sorted(TEMPLATES) == sorted(TEMPLATE_NAMES)
+    for name, t in TEMPLATES.items():
+        assert 6 <= len(t.steps) <= 7, (name, len(t.steps))
+        assert len(_step_labels(t.example["think"])) >= len(t.steps), (name, _step_labels(t.example["think"]))
+    assert TEMPLATES["triangulating"].pivot_language is None
+    assert "intermediate structure" in " ".join(TEMPLATES["triangulating"].steps)
+    assert "until" in TEMPLATES["back_translation"].steps[-1]
 
 
 # ----------------------------------------------------------------------------- the labeler

@@ -172,3 +172,23 @@ def test_pipeline_stops_after_an_interrupted_sft(monkeypatch, tmp_path, capsys):
     code = pipeline.main(["--config", TOY, "--output_dir", str(tmp_path), "--run-name", "p"])
     assert code == EXIT_INTERRUPTED
     assert "SFT was interrupted" in capsys.readouterr().err
+
+
+def test_a_cold_start_from_another_toy_world_is_trained_again(toy_world, tmp_path, monkeypatch):
+    """A toy world rebuilt by new code or config has a new tokenizer and weights: the "auto"
+    cold-start adapter of the old one is trained again (the old run kept aside), not reused."""
+    from rl.learn import sft
+
+    cfg = load_config(TOY, ["--output_dir", str(tmp_path)])
+    run = tmp_path / cfg.sft.run_name
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text("{}")
+    calls = []
+    monkeypatch.setattr(sft, "run_sft", lambda c, overwrite=False, **kw: calls.append(overwrite))
+
+    sft.cold_start_adapter(cfg)  # no base recorded (a run from before base_model was written)
+    (run / "sft_summary.json").write_text(json.dumps({"base_model": str(tmp_path / "old-world" / "model")}))
+    sft.cold_start_adapter(cfg)
+    assert calls == [True, True]
+    (run / "sft_summary.json").write_text(json.dumps({"base_model": str(toy_world.model_dir)}))
+    assert sft.cold_start_adapter(cfg) == str(run / "adapter") and len(calls) == 2  # the current world's: kept

@@ -245,7 +245,8 @@ def run_sft(cfg: Config, resume: bool = False, overwrite: bool = False, callback
     adapter_dir = run_dir / "adapter"
     save_adapter(trainer.model, adapter_dir)
     summary = {"train_loss": result.training_loss, "steps": result.global_step, "seconds": time.perf_counter() - start,
-               "examples": len(dataset), "resumed_from_step": int(checkpoint.name.split("-")[-1]) if checkpoint else 0}
+               "examples": len(dataset), "resumed_from_step": int(checkpoint.name.split("-")[-1]) if checkpoint else 0,
+               "base_model": model_dir}
     (run_dir / "sft_summary.json").write_text(json.dumps(summary, indent=2))
     print(f"[sft] {summary['steps']} steps, loss {summary['train_loss']:.3f}, {summary['seconds']:.0f}s -> {adapter_dir}")
     return adapter_dir
@@ -316,11 +317,32 @@ def cold_start_adapter(cfg: Config) -> str | None:
     world) is trained here first, so the toy recipe runs GRPO with one command."""
     from rl.core import resolve
 
-    if (cfg.model.init_adapter == "auto" and is_provided(cfg.model.name_or_path)
-            and not (resolve.sft_adapter_dir(cfg) / "adapter_config.json").exists()):
-        print(f"[train] cold-start adapter {resolve.sft_adapter_dir(cfg)} is missing: running SFT first")
-        run_sft(cfg, overwrite=True)  # an SFT dir without adapter is an interrupted run: kept aside
+    if cfg.model.init_adapter == "auto" and is_provided(cfg.model.name_or_path):
+        adapter = resolve.sft_adapter_dir(cfg)
+        stale = _stale_base(cfg) if (adapter / "adapter_config.json").exists() else "missing"
+        if stale:
+            print(f"[train] cold-start adapter {adapter} is {stale}: running SFT first (an old run dir is kept aside)")
+            run_sft(cfg, overwrite=True)  # an SFT dir without adapter is an interrupted run: kept aside
     return resolve.init_adapter(cfg)
+
+
+def _stale_base(cfg: Config) -> str | None:
+    """Why a provider's SFT adapter does not fit the provider's current model, or None.
+
+    A provider rebuilds its world when its code or config changes (the toy world's cache key),
+    with a new tokenizer and weights: an adapter trained on the old world would load without
+    error and produce nonsense. run_sft records the base model dir it trained on."""
+    from rl.core import resolve
+
+    summary = resolve.sft_adapter_dir(cfg).parent / "sft_summary.json"
+    try:
+        base = json.loads(summary.read_text(encoding="utf-8")).get("base_model")
+    except (OSError, ValueError):
+        base = None
+    if base is None:
+        return f"of unknown origin ({summary} names no base_model)"
+    current = resolve.model_path(cfg)
+    return None if Path(base).resolve() == Path(current).resolve() else f"trained on another base ({base}, now {current})"
 
 
 @run_cli

@@ -37,7 +37,7 @@ from typing import Iterator
 
 from rl.core.config import ToyConfig
 from rl.core.languages import resolve_language
-from rl.core.prompts import (DEFAULT_SYSTEM_PROMPT, TEMPLATES_DIR, build_messages, choose_template, direct_messages,
+from rl.core.prompts import (DEFAULT_SYSTEM_PROMPT, TEMPLATE_NAMES, build_messages, choose_template, direct_messages,
                         load_templates, render_completion, render_prompt)
 
 SRC, TGT = "toy_en", "toy_xx"
@@ -407,14 +407,17 @@ def make_records(split: str, docs: list[list[Sentence]], lex: Lexicon) -> list[d
 
 def make_cot_records(records: list[dict], sentences: list[tuple[Sentence, Sentence | None]], lex: Lexicon,
                      seed: int) -> list[dict]:
-    """One CoT completion per training record, template drawn uniformly (seeded by id)."""
-    templates = _templates()
+    """One CoT completion per training record, template drawn uniformly (seeded by id), as
+    ``prompt.template_choice: uniform`` draws. Only the six names matter here: the toy's
+    reasoning is its own (``make_think``), so the world does not depend on the templates' prose
+    and editing cot_templates/*.yaml does not rebuild it."""
+    by_name = dict(zip(TEMPLATE_NAMES, TEMPLATE_NAMES))  # choose_template draws a key; here the value is the name
     out = []
     for rec, (s, prev) in zip(records, sentences):
-        template = choose_template(rec["id"], templates, "uniform", seed=seed)
+        template = choose_template(rec["id"], by_name, "uniform", seed=seed)
         rng = random.Random(f"{seed}:{rec['id']}:think")
-        think = make_think(template.name, s, rec["src_lang"], lex, prev, rng)
-        out.append({**rec, "template": template.name,
+        think = make_think(template, s, rec["src_lang"], lex, prev, rng)
+        out.append({**rec, "template": template,
                     "completion": render_completion(think, rec["reference"], think_prefill=False)})
     return out
 
@@ -627,10 +630,11 @@ class ToyWorld:
 
 
 def _code_fingerprint() -> str:
-    """The generator's inputs besides the config: this file, prompts.py and the templates,
-    as they were when this module was imported (the code that will run)."""
+    """The generator's inputs besides the config: this file and prompts.py, as they were when
+    this module was imported (the code that will run). Not cot_templates/*.yaml: the world
+    uses only the template names (``make_cot_records``)."""
     h = hashlib.sha256()
-    files = [Path(__file__), Path(__file__).parent.parent / "core" / "prompts.py", *sorted(TEMPLATES_DIR.glob("*.yaml"))]
+    files = [Path(__file__), Path(__file__).parent.parent / "core" / "prompts.py"]
     for f in files:
         h.update(f.name.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
@@ -679,12 +683,12 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
     pairs = [(s, doc[k - 1] if k else None) for doc in train_docs for k, s in enumerate(doc) for _ in DIRECTIONS]
     cot = make_cot_records(train, pairs, lex, cfg.seed)
 
-    # The tokenizer learns every text the pipeline will show it: sentences, both prompt styles, CoTs.
-    templates = _templates()
+    # The tokenizer learns every text the pipeline will show it: sentences, the training prompt
+    # (no template named, as configs/toy.yaml asks), CoTs. Prompts that spell out a template's
+    # steps still encode (byte-level BPE), in more tokens.
     texts = [r["source"] for r in train] + [c["completion"] for c in cot] + make_textbook(lex, random.Random(0), 200, [s for doc in train_docs for s in doc])
     for rec in train[:: max(1, len(train) // 500)]:
-        for name in [None, *templates]:
-            texts += [m["content"] for m in chat_messages(rec, name)]
+        texts += [m["content"] for m in chat_messages(rec)]
     model_dir = out / "model"
     tokenizer = train_tokenizer(texts, cfg.tokenizer_vocab, model_dir)
 
