@@ -70,24 +70,36 @@ def _comet_kwargs(comet_model, comet_batch_size, comet_gpus) -> dict:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
-def chrf_format(comet_model=None, comet_batch_size=None, comet_gpus=None) -> Combination:
+def _metric_format(metric: str, fn, comet_model=None, comet_batch_size=None, comet_gpus=None) -> Combination:
+    """``0.2 + 0.01 * metric`` (a 0-100 metric) when the strict format holds, else 0, plus the
+    three guards. The metric is gated on the format because a mis-tagged completion scored on a
+    lenient parse earns more than a clean one."""
     def total(v: dict[str, list]) -> list[float | None]:
         out = []
-        for c, fmt, *guards in zip(v["chrf"], v["format"], v["copy_guard"], v["lang_guard"], v["length_guard"]):
+        for m, fmt, *guards in zip(v[metric], v["format"], v["copy_guard"], v["lang_guard"], v["length_guard"]):
             penalty = sum(g or 0.0 for g in guards)
             if not fmt:
                 out.append(penalty)
             else:
-                out.append(None if c is None else 0.2 * fmt + 0.01 * c + penalty)
+                out.append(None if m is None else 0.2 * fmt + 0.01 * m + penalty)
         return out
 
     return Combination([
-        Part("chrf", 0.01, chrf),
+        Part(metric, 0.01, fn),
         Part("format", 0.2, format_reward),
         Part("copy_guard", 1.0, copy_guard),
         Part("lang_guard", 1.0, lang_guard),
         Part("length_guard", 1.0, length_guard),
-    ], total_fn=total, name="chrf-format")
+    ], total_fn=total, name=f"{metric}-format")
+
+
+def chrf_format(comet_model=None, comet_batch_size=None, comet_gpus=None) -> Combination:
+    return _metric_format("chrf", chrf)
+
+
+def bleu_format(comet_model=None, comet_batch_size=None, comet_gpus=None) -> Combination:
+    """chrf-format with sentence BLEU: the other CPU-only reward a reward experiment compares."""
+    return _metric_format("bleu", bleu)
 
 
 def r1t1(comet_model=None, comet_batch_size=None, comet_gpus=None) -> Combination:
@@ -168,7 +180,7 @@ def mt_r1_zero(comet_model=None, comet_batch_size=None, comet_gpus=None) -> Comb
     ], total_fn=_mt_r1_zero_total, name="mt-r1-zero")  # .score binds the total to the batch's empty answers
 
 
-PRESETS = {"chrf-format": chrf_format, "r1t1": r1t1, "mt-r1-zero": mt_r1_zero}
+PRESETS = {"chrf-format": chrf_format, "bleu-format": bleu_format, "r1t1": r1t1, "mt-r1-zero": mt_r1_zero}
 # The registry name of the COMET reward each preset builds above, so ``rewards.check`` (the dry run)
 # can check its model without building the preset.
 PRESET_COMET = {"r1t1": "comet", "mt-r1-zero": "comet_kiwi"}

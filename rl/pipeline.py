@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, overrides)
     arms = make_arms(args.config, overrides, args.sweep, parse_seeds(args.seeds, cfg.seed)) \
         if args.sweep or args.seeds else None  # every arm's config checked before anything runs
+    for arm, arm_cfg in arms or ():
+        check_reward(arm_cfg, arm.label)
     cfg.run_name = args.run_name or f"{cfg.run_name or 'grpo'}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = prepare_run_dir(cfg.output_dir, cfg.run_name)
 
@@ -85,6 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  plots      {run_dir / 'plots'}")
     print(f"  report     {report}")
     return 0
+
+
+def check_reward(cfg: Config, arm: str) -> None:
+    """A swept reward spec that names nothing fails now, naming its arm, not after the arms before it."""
+    import rewards
+
+    try:
+        rewards.check_from_config(cfg.reward)
+    except rewards.RewardSpecError as exc:
+        raise rewards.RewardSpecError(f"sweep arm '{arm}': reward.spec: {exc}") from None
 
 
 def train_one(cfg: Config, run_dir: Path) -> list[tuple[str, Config, str]] | None:

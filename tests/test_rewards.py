@@ -288,7 +288,7 @@ def test_load_by_name_path_dict_and_entry_point(plugin_dir):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("no_such_reward", r"unknown reward 'no_such_reward'\. Known rewards: bleu, chrf.*presets: chrf-format"),
+    ("no_such_reward", r"unknown reward 'no_such_reward'\. Known rewards: bleu, chrf.*presets: bleu-format, chrf-format"),
     ("no_such_module_xyz:fn", r"cannot import module 'no_such_module_xyz'"),
     ("r1t1_test_plugin:missing", r"has no attribute 'missing'"),
     ("plugin_broken", r"entry point 'r1t1_test_plugin_broken:anything'.*failed to import.*no_such_module_anywhere"),
@@ -358,3 +358,18 @@ def test_chrf_format_pays_nothing_for_a_broken_format():
     assert out.parts["chrf"][1] > out.parts["chrf"][0]  # the hole: more chrF for the broken one
     assert out.total[0] == pytest.approx(0.2 + 0.01 * out.parts["chrf"][0])
     assert out.total[1] == 0.0  # but it earns nothing
+
+
+def test_bleu_format_is_chrf_format_with_sentence_bleu():
+    """The preset a reward experiment compares chrf-format with: 0.2 + 0.01*BLEU when the strict
+    format holds, 0 plus the guards when it does not."""
+    from rewards.lexical import bleu
+
+    ref = ["the big cats chased the small dog yesterday"]
+    good, broken = "<think>t</think><answer>the big cats chased the dog yesterday</answer>", "the big cats chased"
+    reward = rewards.load("bleu-format")
+    out = reward.score(["src"], [good], ref, src_lang=["eng_Latn"], tgt_lang=["eng_Latn"])
+    b = bleu(["src"], [good], ref, tgt_lang=["eng_Latn"])[0]
+    assert 0 < b < 100 and set(out.parts) >= {"bleu", "format", "copy_guard"}
+    assert out.total[0] == pytest.approx(0.2 + 0.01 * b + sum(out.parts[g][0] or 0 for g in ("copy_guard", "lang_guard", "length_guard")))
+    assert reward.score(["src"], [broken], ref, src_lang=["eng_Latn"], tgt_lang=["eng_Latn"]).total[0] <= 0

@@ -74,4 +74,6 @@ def test_the_pipeline_refuses_a_bad_sweep_before_any_work(tmp_path, capsys):
 
     assert main(["--output_dir", str(tmp_path), "--sweep", "lora.r=8,16"]) == 2
     assert "same cold start" in capsys.readouterr().err
+    assert main(["--output_dir", str(tmp_path), "--sweep", "reward.spec=chrf-format,nope-format"]) == 2
+    assert "sweep arm 'reward.spec=nope-format s0': reward.spec: unknown reward" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # no run dir, no world, no SFT
