@@ -45,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = prepare_run_dir(cfg.output_dir, cfg.run_name)
 
     from rl.core import resolve
-    from rl.learn.grpo import train
+    from rl.learn import grpo, ppo
     from rl.learn.sft import SFTInterrupted, cold_start_adapter
+
+    train = ppo.train if cfg.grpo.algorithm == "ppo" else grpo.train  # grpo.algorithm picks the learner
 
     start = time.perf_counter()
     model_dir = resolve.model_path(cfg)  # builds the toy world on first use
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
               f"`python rl/train.py --output_dir {cfg.output_dir} --run-name {cfg.run_name} --resume`", file=sys.stderr)
         return EXIT_INTERRUPTED
 
-    evaluations = [("grpo", cfg, str(run_dir / "adapter"))]
+    evaluations = [(cfg.grpo.algorithm, cfg, str(run_dir / "adapter"))]  # "grpo" or "ppo"
     if sft_adapter:
         evaluations.insert(0, ("cot-sft", cfg, sft_adapter))
     if direct is not None:

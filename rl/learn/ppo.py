@@ -33,7 +33,7 @@ from rl.core.config import Config
 
 CRITIC_ADAPTER = "critic"  # the critic's LoRA adapter name beside the policy's "default" (and TRL's "ref")
 POLICY_ADAPTER = "default"
-CRITIC_FILE = "ppo_critic.safetensors"  # in each checkpoint: the critic's LoRA + value head
+CRITIC_FILE = "ppo_critic.safetensors"  # in each checkpoint and the run dir: the critic's LoRA + value head
 VALUE_HEAD_PREFIX = "value_head."
 
 
@@ -315,11 +315,19 @@ class CriticCheckpoint(TrainerCallback):
         self.learner, self.checkpoint = learner, checkpoint
 
     def on_save(self, args, state, control, **kw):
+        if state.is_world_process_zero:
+            self.save(Path(args.output_dir) / f"checkpoint-{state.global_step}" / CRITIC_FILE)
+
+    def on_train_end(self, args, state, control, **kw):
+        """The critic as training left it, beside the run's adapter/ (``<run dir>/ppo_critic.safetensors``;
+        after Ctrl-C, as the checkpoint's)."""
+        if state.is_world_process_zero:
+            self.save(Path(args.output_dir).parent / CRITIC_FILE)
+
+    def save(self, path: Path) -> None:
         from safetensors.torch import save_file
 
-        if state.is_world_process_zero:
-            target = Path(args.output_dir) / f"checkpoint-{state.global_step}" / CRITIC_FILE
-            save_file(self.learner.critic.state_dict(), str(target))
+        save_file(self.learner.critic.state_dict(), str(path))
 
     def on_train_begin(self, args, state, control, **kw):
         from safetensors.torch import load_file

@@ -252,6 +252,8 @@ def _define_rollout_trainer():
 
 def _define_ppo_trainer(base):
     """Build :class:`RolloutPPOTrainer` on ``base`` (RolloutGRPOTrainer)."""
+    import math
+
     import torch
 
     class RolloutPPOTrainer(base):
@@ -317,7 +319,8 @@ def _define_ppo_trainer(base):
             """Into TRL's per-step metrics (averaged over the step's micro-batches when logged):
             ``kl`` and ``entropy`` under GRPO's names, the rest as ``ppo/<name>``."""
             for name, value in figures.items():
-                self._metrics["train"][name if name in ("kl", "entropy") else f"ppo/{name}"].append(value)
+                if not math.isnan(value):  # e.g. explained variance of returns that do not vary
+                    self._metrics["train"][name if name in ("kl", "entropy") else f"ppo/{name}"].append(value)
 
         def _compute_loss(self, model, inputs):
             """PPO's loss on one micro-batch, normalised as TRL's DAPO loss: a token mean over the

@@ -409,9 +409,9 @@ def check_settings(cfg: Config, processes: int, model_known_real: bool) -> tuple
     """(errors that would fail or waste the run, warnings about harmful settings)."""
     errors, warnings = [], []
     g, smp, ro = cfg.grpo, cfg.sampling, cfg.rollout
-    if smp.n < 2:
+    if smp.n < 2 and g.algorithm == "grpo":  # PPO's critic is its baseline: any n
         errors.append(f"sampling.n={smp.n}: GRPO compares samples of one prompt; it needs n >= 2")
-    if smp.temperature == 0 and smp.n > 1:
+    if smp.temperature == 0 and smp.n > 1 and g.algorithm == "grpo":
         warnings.append(f"sampling.temperature=0 with n={smp.n}: all samples of a prompt are identical, "
                         "advantages are 0 and nothing is learned")
     per_device, rest = micro_batch(cfg, processes)
