@@ -131,7 +131,7 @@ def tiny_model(tmp_path_factory):
     return build_tiny_qwen2(tmp_path_factory.mktemp("tiny"))
 
 
-def _ppo_trainer(tmp_path, model_dir, n: int = 2, steps: int = 2, **ppo):
+def _ppo_trainer(tmp_path, model_dir, n: int = 2, steps: int = 2, trl: dict | None = None, **ppo):
     """RolloutPPOTrainer on a tiny random model: 2 prompts x ``n`` samples of 3 fixed tokens,
     reward = the sample's index in the batch (so the critic has something to learn)."""
     from datasets import Dataset
@@ -148,9 +148,12 @@ def _ppo_trainer(tmp_path, model_dir, n: int = 2, steps: int = 2, **ppo):
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
 
     def rollout(prompts, trainer):
+        rollout.calls += 1
         ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         return {"prompt_ids": ids, "completion_ids": [[5, 6, 7] for _ in prompts],
                 "logprobs": [[-1.0, -2.0, -3.0] for _ in prompts]}
+
+    rollout.calls = 0
 
     class Sync:
         def __init__(self, trainer):
@@ -159,12 +162,12 @@ def _ppo_trainer(tmp_path, model_dir, n: int = 2, steps: int = 2, **ppo):
         def sync_weights(self):
             self.calls += 1
 
-    args = trl_bridge.grpo_config(
+    args = trl_bridge.grpo_config(**{**dict(
         output_dir=str(tmp_path / "out"), report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True,
         per_device_train_batch_size=2 * n, gradient_accumulation_steps=1, num_generations=n, max_completion_length=8,
         temperature=1.0, beta=0.04, learning_rate=1e-2, max_steps=steps, seed=0, use_cpu=True,
         remove_unused_columns=False, dataloader_num_workers=0, vllm_importance_sampling_correction=False,
-        loss_type="dapo")
+        loss_type="dapo"), **(trl or {})})
     learner = PPOLearner(cfg)
     trainer = trl_bridge.RolloutPPOTrainer(
         model=model, reward_funcs=[lambda completions, **kw: [float(i) for i in range(len(completions))]],
@@ -172,6 +175,7 @@ def _ppo_trainer(tmp_path, model_dir, n: int = 2, steps: int = 2, **ppo):
         processing_class=tokenizer, rollout_func=rollout, weight_sync=Sync, learner=learner,
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
     )
+    trainer.rollout_calls = lambda: rollout.calls
     return trainer, learner
 
 
@@ -213,6 +217,23 @@ def test_ppo_trainer_trains_policy_critic_and_head_in_one_loss_with_n_samples(tm
     for key in ("ppo/value_loss", "ppo/explained_variance", "ppo/value_mean", "ppo/return_mean", "ppo/policy_clipfrac",
                 "ppo/value_clipfrac", "ppo/advantage_mean", "ppo/advantage_std", "kl", "entropy"):
         assert key in entry, (key, sorted(entry))
+
+
+def test_ppo_epochs_and_minibatches_reuse_one_generation_with_kl_in_the_loss(tmp_path, tiny_model):
+    """2 PPO epochs (TRL's num_iterations) x 2 mini-batches (steps_per_generation): four optimizer
+    steps on one generation, the later ones off the rollout policy, so the policy clip can act;
+    with ppo.kl_in_reward false the KL is a loss term and the rewards carry no penalty."""
+    trainer, _ = _ppo_trainer(tmp_path, tiny_model, steps=4, kl_in_reward="false",
+                              trl={"num_iterations": 2, "steps_per_generation": 2, "per_device_train_batch_size": 2})
+    logs = _logged(trainer)
+    trainer.train()
+    assert trainer.rollout_calls() == 1 and trainer.state.global_step == 4
+    steps = [e for e in logs if "loss" in e]
+    assert len(steps) == 4 and all("kl" in e and "ppo/policy_clipfrac" in e for e in steps)
+    # The first generation's returns: scores 0-3 (mean 1.5) at the last of 3 tokens, V = 0 (the head
+    # starts at 0), no KL in the reward: GAE gives 1.5 x 0.95^(2-t) at token t, mean 1.5 x 2.8525 / 3
+    assert steps[0]["ppo/return_mean"] == pytest.approx(1.5 * (1 + 0.95 + 0.95 ** 2) / 3, rel=1e-4)
+    assert steps[0]["ppo/value_mean"] == 0.0
 
 
 def test_critic_state_round_trips_through_a_checkpoint(tmp_path, tiny_model):

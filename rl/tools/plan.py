@@ -429,7 +429,7 @@ def check_settings(cfg: Config, processes: int, model_known_real: bool) -> tuple
     rank = adapter_rank(cfg)
     if ro.backend != "hf" and rank > ro.max_lora_rank:
         errors.append(f"LoRA rank {rank} > rollout.max_lora_rank {ro.max_lora_rank}: vLLM rejects the adapter")
-    if g.beta > 0 and g.loss_type in ("dapo", "dr_grpo"):
+    if g.beta > 0 and g.loss_type in ("dapo", "dr_grpo") and g.algorithm == "grpo":  # PPO ignores loss_type
         warnings.append(f"grpo.beta={g.beta} with loss_type={g.loss_type}: the DAPO / Dr. GRPO recipes train "
                         "without a KL term (beta=0); allowed, but unusual")
     if g.num_iterations > 1 and not g.importance_sampling_correction:
