@@ -122,6 +122,21 @@ def test_one_sample_per_prompt_is_a_valid_ppo_config():
     assert cfg.sampling.n == 1
 
 
+def test_one_sample_per_prompt_reaches_trl_for_ppo_only(tmp_path, monkeypatch):
+    """grpo_args: PPO gets TRL's config with num_generations 1; GRPO keeps TRL's refusal (its
+    advantages would all be 0)."""
+    from rl.learn.grpo import grpo_args
+
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path))  # grpo_args sets it; keep it to this test
+    one = ["--sampling.n", "1", "--grpo.prompts_per_step", "3"]
+    args = grpo_args(load_config(TOY_PPO, one), tmp_path, 1)
+    assert args.num_generations == 1 and args.generation_batch_size == 3
+    with pytest.raises(ValueError, match="at least 2 generations"):
+        grpo_args(load_config(REPO / "configs" / "toy.yaml", one), tmp_path, 1)
+    minibatched = grpo_args(load_config(TOY_PPO, ["--ppo.minibatches", "4"]), tmp_path, 1)
+    assert (minibatched.steps_per_generation, minibatched.per_device_train_batch_size) == (4, 32)  # 128 completions
+
+
 # ----------------------------------------------------------------------------- the trainer, no engine
 
 @pytest.fixture(scope="module")

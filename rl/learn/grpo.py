@@ -218,9 +218,12 @@ def build_dataset(cfg: Config, tokenizer):
 def grpo_args(cfg: Config, run_dir: Path, num_processes: int):
     """TRL's config for the run. With PPO, ``ppo.minibatches`` splits each generation batch into
     that many optimizer steps (TRL's steps_per_generation), and one sample per prompt is allowed."""
+    from trl import GRPOConfig
+
     from rl.learn.trl_bridge import grpo_config
 
     g, s = cfg.grpo, cfg.sampling
+    make_config = grpo_config if g.algorithm == "ppo" else GRPOConfig  # GRPO keeps TRL's refusal of n=1
     minibatches = cfg.ppo.minibatches if g.algorithm == "ppo" else 1
     completions_per_step = g.prompts_per_step * s.n
     per_device, rest = divmod(completions_per_step, num_processes * g.gradient_accumulation_steps * minibatches)
@@ -232,7 +235,7 @@ def grpo_args(cfg: Config, run_dir: Path, num_processes: int):
             + split
         )
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")  # transformers 5 dropped logging_dir
-    return grpo_config(
+    return make_config(
         steps_per_generation=g.gradient_accumulation_steps * minibatches,
         output_dir=str(run_dir / "checkpoints"),
         report_to=["tensorboard"],
@@ -306,7 +309,7 @@ def load_policy(cfg: Config, model_dir: str, adapter: str | None):
 
 
 def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbacks=(), learner=None) -> str:
-    """Run GRPO; returns a printable summary (rl/core/runs.py: TrainSummary) whose ``interrupted``
+    """Run GRPO (PPO with ``learner``); returns a printable summary (rl/core/runs.py: TrainSummary) whose ``interrupted``
     says Ctrl-C stopped it early: then the Ctrl-C checkpoint holds the run, ``--resume``
     continues it, and no final adapter/ is written (a half-trained one would pass for the
     result). ``run_dir`` exists (rl/core/runs.py made it).
