@@ -101,22 +101,22 @@ def check_reward(cfg: Config, arm: str) -> None:
 
 def train_one(cfg: Config, run_dir: Path) -> list[tuple[str, Config, str]] | None:
     """The RL stage of the plain main job; None when it was interrupted."""
-    from rl.learn.grpo import train
+    from rl.learn import trainer_for
 
-    summary = train(cfg, run_dir)
+    summary = trainer_for(cfg)(cfg, run_dir)
     print(summary)
     if summary.interrupted:  # no final adapter: evaluating the checkpoint's would report a half-trained run
         print(f"[pipeline] stopped: training was interrupted, nothing was evaluated. Continue it with "
               f"`python rl/train.py --output_dir {cfg.output_dir} --run-name {cfg.run_name} --resume`", file=sys.stderr)
         return None
-    return [("grpo", cfg, str(run_dir / "adapter"))]
+    return [(cfg.grpo.algorithm, cfg, str(run_dir / "adapter"))]  # "grpo" or "ppo"
 
 
 def train_arms(cfg: Config, run_dir: Path, arms: list[tuple[Arm, Config]], cold_start: str | None
                ) -> list[tuple[str, Config, str]] | None:
     """Each arm of a sweep from the same cold start (named by path, so no arm trains its own), in
     <run dir>/arms/<arm>/; None when one was interrupted (the arms before it are kept)."""
-    from rl.learn.grpo import train
+    from rl.learn import trainer_for
 
     print(f"[pipeline] sweep: {len(arms)} arms: " + "; ".join(arm.label for arm, _ in arms))
     trained = []
@@ -125,7 +125,7 @@ def train_arms(cfg: Config, run_dir: Path, arms: list[tuple[Arm, Config]], cold_
         arm_cfg.output_dir, arm_cfg.run_name = str(run_dir / "arms"), arm.slug
         arm_dir = prepare_run_dir(arm_cfg.output_dir, arm.slug)
         print(f"\n[pipeline] arm {i}/{len(arms)}: {arm.label} -> {arm_dir}")
-        summary = train(arm_cfg, arm_dir)
+        summary = trainer_for(arm_cfg)(arm_cfg, arm_dir)  # an arm may sweep grpo.algorithm
         print(summary)
         if summary.interrupted:
             print(f"[pipeline] stopped in arm '{arm.label}': nothing was evaluated. Continue that arm with "

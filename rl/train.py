@@ -1,4 +1,4 @@
-"""GRPO training of a LoRA adapter with rollouts from the Ray/vLLM pool.
+"""GRPO or PPO training of a LoRA adapter with rollouts from the Ray/vLLM pool.
 
     accelerate launch rl/train.py --config configs/toy.yaml [--grpo.max_steps 20 ...]
     python rl/train.py --config configs/toy.yaml --run-name my-run [--resume | --overwrite | --dry-run]
@@ -6,6 +6,8 @@
 TRL's GRPOTrainer does the GRPO math (advantages, clipping, KL, loss types,
 importance sampling); this file wires it to our parts:
   config -> data -> prompts -> rollouts (rollout_func) -> rewards -> learner -> adapter sync.
+``grpo.algorithm: ppo`` swaps the learner for PPO (rl/learn/ppo.py: a LoRA critic on the
+same base, token-level GAE) and keeps every other part.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from rl.core.runs import EXIT_INTERRUPTED, prepare_run_dir, resume_config  # noq
 
 def build_arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="GRPO (TRL) + LoRA training for reasoning translation. "
+        description="GRPO or PPO (grpo.algorithm; TRL) + LoRA training for reasoning translation. "
         "Any other --section.key value pair overrides the config.",
     )
     add_config_args(parser)
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args, cfg = parse_cli(parser, argv)
     if args.run_name:
         cfg.run_name = args.run_name
-    cfg.run_name = cfg.run_name or "grpo"
+    cfg.run_name = cfg.run_name or cfg.grpo.algorithm
     if args.dry_run:
         from rl.tools.plan import print_plan
 
@@ -54,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume:  # every rank: rank 0's train() rewrites config.yaml only after a barrier
         cfg = _resumed_config(parser, argv, cfg, run_dir)
 
-    from rl.learn.grpo import train
+    from rl.learn import trainer_for
 
-    summary = train(cfg, run_dir, resume=args.resume)  # bad input: run_cli prints one line, no traceback
+    summary = trainer_for(cfg)(cfg, run_dir, resume=args.resume)  # bad input: run_cli prints one line, no traceback
     if is_main:
         print(summary)
     return EXIT_INTERRUPTED if summary.interrupted else 0

@@ -80,6 +80,26 @@ def test_grpo_recipe_has_the_r1t1_settings_and_passes_its_dry_run(path, data_dir
     assert "prompts from ntrex" in out.getvalue() and "FLORES devtest segments" in out.getvalue()
 
 
+def test_the_7b_ppo_recipe_is_the_grpo_one_with_a_critic_counted_in_the_dry_run(data_dir, cot_jsonl):
+    """configs/ppo-r1t1-qwen2.5-7b.yaml: PPO, else the GRPO recipe's data, reward, rollouts and cold
+    start; the dry run counts the critic (LoRA + optimizer state, activations) and it still fits."""
+    from rl.tools.plan import estimate_memory, model_shape
+
+    path = REPO_ROOT / "configs" / "ppo-r1t1-qwen2.5-7b.yaml"
+    ppo = load_config(path, overrides_for(path, data_dir, cot_jsonl))
+    grpo = load_config(REPO_ROOT / "configs" / "r1t1-qwen2.5-7b.yaml", overrides_for(path, data_dir, cot_jsonl))
+    assert ppo.grpo.algorithm == "ppo" and grpo.grpo.algorithm == "grpo"
+    for section in ("model", "lora", "data", "prompt", "sampling", "rollout", "reward", "sft", "eval", "hardware"):
+        assert getattr(ppo, section) == getattr(grpo, section), section
+    shape, _ = model_shape(ppo)
+    learner = estimate_memory(ppo, shape, 80)["learner"]
+    assert learner["critic"] > 0.5 and learner["critic_activations"] > 1.0  # GiB, 7B
+    assert "critic" not in estimate_memory(grpo, shape, 80)["learner"]
+    out = io.StringIO()
+    assert print_plan(ppo, out=out) == 0, out.getvalue()
+    assert "critic LoRA+head+grads+Adam" in out.getvalue() and "critic activations" in out.getvalue()
+
+
 def test_the_7b_recipe_uses_the_r1t1_reward():
     raw = yaml.safe_load((REPO_ROOT / "configs/r1t1-qwen2.5-7b.yaml").read_text())
     assert raw["reward"]["spec"] == "r1t1" and raw["reward"]["comet_gpus"] > 0
@@ -92,7 +112,8 @@ def test_each_grpo_recipe_has_a_matching_sft_recipe(path, data_dir, cot_jsonl):
     """init_adapter=auto reads <output_dir>/<sft.run_name>/adapter: the SFT recipe must write exactly there,
     for the same base model, LoRA rank and prompt format."""
     grpo = load_config(path, overrides_for(path, data_dir, cot_jsonl))
-    sft_path = path.parent / f"sft-{path.name}"
+    # a PPO recipe (ppo-<name>.yaml) starts from the GRPO recipe's cold start (sft-<name>.yaml)
+    sft_path = path.parent / f"sft-{path.name.removeprefix('ppo-')}"
     assert sft_path in SFT, f"no SFT recipe {sft_path.name} for {path.name}"
     sft = load_config(sft_path, overrides_for(sft_path, data_dir, cot_jsonl))
     assert (sft.sft.run_name, sft.output_dir) == (grpo.sft.run_name, grpo.output_dir)

@@ -90,6 +90,38 @@ def test_subclass_overrides_only_listed_private_methods(grpo_trainer_cls):
     assert overridden <= set(TRL_PRIVATE_METHODS), overridden - set(TRL_PRIVATE_METHODS)
 
 
+def test_ppo_subclass_overrides_only_listed_private_methods(grpo_trainer_cls):
+    cls = trl_bridge.RolloutPPOTrainer
+    assert issubclass(cls, trl_bridge.RolloutGRPOTrainer)
+    overridden = {n for n in vars(cls) if n.startswith("_") and not n.startswith("__") and hasattr(grpo_trainer_cls, n)}
+    assert overridden <= set(TRL_PRIVATE_METHODS), overridden - set(TRL_PRIVATE_METHODS)
+
+
+def test_ppo_reads_trl_s_gathered_rewards_in_process_order(grpo_trainer_cls):
+    """What RolloutPPOTrainer relies on: TRL scores through _calculate_rewards, whose rows are
+    every process's completions in process order (TRL slices its advantages the same way)."""
+    src = inspect.getsource(grpo_trainer_cls._generate_and_score_completions)
+    for piece in ("rewards_per_func = self._calculate_rewards(inputs, prompts, completions, completion_ids_list)",
+                  "self.accelerator.process_index * len(prompts)", "unscorable_mask = torch.isnan(rewards_per_func).all(dim=1)"):
+        assert piece in src, f"trl.GRPOTrainer._generate_and_score_completions no longer has {piece!r}"
+    assert "gather(" in inspect.getsource(grpo_trainer_cls._calculate_rewards)
+
+
+def test_one_sample_per_prompt_config_is_refused_by_trl_alone_and_built_by_the_bridge(tmp_path):
+    from trl import GRPOConfig
+
+    kwargs = dict(output_dir=str(tmp_path), report_to=[], per_device_train_batch_size=4, use_cpu=True,
+                  num_generations=1)
+    with pytest.raises(ValueError, match="at least 2 generations"):
+        GRPOConfig(**kwargs)
+    config = trl_bridge.grpo_config(**kwargs)
+    assert config.num_generations == 1 and config.generation_batch_size == 4
+    odd = trl_bridge.grpo_config(**{**kwargs, "per_device_train_batch_size": 3})  # odd: no group of 2 divides it
+    assert odd.num_generations == 1 and odd.generation_batch_size == 3
+    with pytest.raises(ValueError, match="at least 2 completions"):
+        trl_bridge.grpo_config(**{**kwargs, "per_device_train_batch_size": 1})
+
+
 def test_benchmark_stages_exist(grpo_trainer_cls):
     for stage, name in STAGES.items():
         assert name in TRL_PRIVATE_METHODS and callable(getattr(grpo_trainer_cls, name, None)), (stage, name)

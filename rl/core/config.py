@@ -141,6 +141,9 @@ class RewardConfig:
 
 @dataclass
 class GRPOSettings:
+    # The learner this section configures (rl/train.py dispatches on it): "grpo" (TRL's GRPO, group-
+    # normalised advantages) or "ppo" (a LoRA critic on the same base, token-level GAE; the ppo section)
+    algorithm: Literal["grpo", "ppo"] = "grpo"
     learning_rate: float = 5e-5
     beta: float = 0.04  # KL coefficient to the reference (the cold-start adapter if given, else the base); 0 = no reference pass
     loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo"] = "dapo"
@@ -172,6 +175,27 @@ class GRPOSettings:
     max_prompt_length: int = 512
     warmup_ratio: float = 0.0
     gradient_checkpointing: bool = False
+
+
+@dataclass
+class PPOSettings:
+    """PPO (``grpo.algorithm: ppo``; rl/learn/ppo.py). The rest of the learner's settings (learning rate,
+    beta: the KL coefficient, epsilon: the policy clip, num_iterations: PPO epochs, steps, batches) are
+    the grpo section's, shared by both algorithms."""
+
+    gamma: float = 1.0  # GAE discount per token (1.0: the sequence reward reaches every token undiminished)
+    lam: float = 0.95  # GAE lambda
+    vf_coef: float = 0.1  # value-loss weight in the one loss both adapters train on
+    cliprange_value: float = 0.2  # value clip around the rollout's values (in reward units)
+    whiten_advantages: bool = True  # advantages to mean 0, std 1 over the step's completion tokens
+    # true: the per-token KL penalty -beta * (logp - ref_logp) is part of the reward GAE sees (InstructGPT);
+    # false: KL to the reference is a loss term, as GRPO's (k3 estimator, coefficient grpo.beta)
+    kl_in_reward: bool = True
+    minibatches: int = 1  # optimizer steps per generation and epoch (grpo.num_iterations: PPO epochs)
+    # The critic: a value head on the policy's own frozen base with its own LoRA adapter (no second base copy)
+    critic_lora_r: int = 16
+    critic_lora_alpha: int = 32
+    critic_learning_rate: float | None = None  # None: grpo.learning_rate
 
 
 @dataclass
@@ -267,6 +291,7 @@ class Config:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
+    ppo: PPOSettings = field(default_factory=PPOSettings)
     sft: SFTSettings = field(default_factory=SFTSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
@@ -466,6 +491,7 @@ def check_paths(cfg: Config, where: str) -> None:
     if cfg.grpo.overlap_generation and cfg.grpo.num_iterations != 1:
         raise ConfigError(f"{where}: grpo.overlap_generation needs grpo.num_iterations: 1 (got {cfg.grpo.num_iterations})")
     check_truncated_sampling(cfg, where)
+    check_ppo(cfg, where)
     check_limits(cfg, where)
     check_eval_split(cfg.eval.split, f"{where}: eval.split")
     check_temperature(cfg.sampling.temperature, f"{where}: sampling.temperature")
@@ -487,6 +513,28 @@ def check_truncated_sampling(cfg: Config, where: str) -> None:
             "kept (the engine's logprobs are renormalised over the kept tokens, the learner's are not), not by the "
             "policy lag; set sampling.top_p: 1.0 and sampling.top_k: -1, or grpo.importance_sampling_correction: "
             "false (not possible with grpo.overlap_generation)")
+
+
+def check_ppo(cfg: Config, where: str) -> None:
+    """The ppo section's values that PPO would otherwise take silently: a discount or lambda
+    outside [0, 1] makes GAE diverge or mean nothing, a non-positive clip or mini-batch count
+    nothing PPO can run. Checked whichever the algorithm, so a sweep's PPO arm fails at once."""
+    p = cfg.ppo
+    for key in ("gamma", "lam"):
+        value = getattr(p, key)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{where}: ppo.{key} must be in [0, 1] (GAE's discount and lambda), got {value}")
+    for key in ("vf_coef", "cliprange_value", "critic_lora_r", "critic_lora_alpha", "minibatches",
+                "critic_learning_rate"):
+        value = getattr(p, key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{where}: ppo.{key} must be > 0, got {value}")
+    if cfg.grpo.algorithm == "ppo" and cfg.grpo.overlap_generation:
+        raise ConfigError(f"{where}: grpo.overlap_generation is GRPO-only; with grpo.algorithm: ppo set it to false "
+                          "(the critic's values and GAE are computed on the step's own policy)")
+    if cfg.grpo.algorithm == "ppo" and cfg.grpo.prompts_per_step * cfg.sampling.n < 2:
+        raise ConfigError(f"{where}: grpo.algorithm: ppo needs at least 2 completions per step (grpo.prompts_per_step "
+                          f"x sampling.n = {cfg.grpo.prompts_per_step * cfg.sampling.n})")
 
 
 EVAL_SPLITS = ("dev", "devtest")  # FLORES' two public splits

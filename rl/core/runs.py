@@ -218,6 +218,11 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+# PPO's learner figures (rl/learn/ppo.py), one panel each in plots/ppo.png when metrics.jsonl has them
+PPO_PLOT_KEYS = ("value_loss", "explained_variance", "value_mean", "return_mean", "policy_clipfrac",
+                 "value_clipfrac", "advantage_mean", "advantage_std", "kl_penalty")
+
+
 def plot_run(run_dir: str | Path) -> list[Path]:
     """Write PNG curves of metrics.jsonl into ``run_dir/plots``; returns the files written."""
     import matplotlib
@@ -237,6 +242,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     groups = {
         "reward.png": [k for k in records[-1] if k == "reward" or k.startswith("reward/")],
         "training.png": [k for k in ("kl", "entropy", "completion_length", "format_ok") if k in records[-1]],
+        "ppo.png": [k for k in PPO_PLOT_KEYS if k in records[-1]],  # only PPO runs log these
         "time.png": [k for k in records[-1] if k.startswith("time/")],
         "cot_templates.png": [k for k in records[-1] if k.startswith("cot/")],
     }

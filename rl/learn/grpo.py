@@ -216,18 +216,27 @@ def build_dataset(cfg: Config, tokenizer):
 
 
 def grpo_args(cfg: Config, run_dir: Path, num_processes: int):
+    """TRL's config for the run. With PPO, ``ppo.minibatches`` splits each generation batch into
+    that many optimizer steps (TRL's steps_per_generation), and one sample per prompt is allowed."""
     from trl import GRPOConfig
 
+    from rl.learn.trl_bridge import grpo_config
+
     g, s = cfg.grpo, cfg.sampling
+    make_config = grpo_config if g.algorithm == "ppo" else GRPOConfig  # GRPO keeps TRL's refusal of n=1
+    minibatches = cfg.ppo.minibatches if g.algorithm == "ppo" else 1
     completions_per_step = g.prompts_per_step * s.n
-    per_device, rest = divmod(completions_per_step, num_processes * g.gradient_accumulation_steps)
+    per_device, rest = divmod(completions_per_step, num_processes * g.gradient_accumulation_steps * minibatches)
     if rest or per_device == 0:
+        split = f" x {minibatches} PPO mini-batches (ppo.minibatches)" if minibatches > 1 else ""
         raise ValueError(
             f"grpo.prompts_per_step ({g.prompts_per_step}) x sampling.n ({s.n}) = {completions_per_step} completions "
             f"must divide evenly over {num_processes} process(es) x {g.gradient_accumulation_steps} accumulation steps"
+            + split
         )
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")  # transformers 5 dropped logging_dir
-    return GRPOConfig(
+    return make_config(
+        steps_per_generation=g.gradient_accumulation_steps * minibatches,
         output_dir=str(run_dir / "checkpoints"),
         report_to=["tensorboard"],
         learning_rate=g.learning_rate,
@@ -299,18 +308,23 @@ def load_policy(cfg: Config, model_dir: str, adapter: str | None):
     return model, peft_config
 
 
-def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbacks=()) -> str:
-    """Run GRPO; returns a printable summary (rl/core/runs.py: TrainSummary) whose ``interrupted``
+def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbacks=(), learner=None) -> str:
+    """Run GRPO (PPO with ``learner``); returns a printable summary (rl/core/runs.py: TrainSummary) whose ``interrupted``
     says Ctrl-C stopped it early: then the Ctrl-C checkpoint holds the run, ``--resume``
     continues it, and no final adapter/ is written (a half-trained one would pass for the
     result). ``run_dir`` exists (rl/core/runs.py made it).
     ``engine``: an already running rollout engine to use (and leave running), e.g. in tests.
-    ``callbacks``: extra transformers ``TrainerCallback``s (trackers, early stopping, ...)."""
+    ``callbacks``: extra transformers ``TrainerCallback``s (trackers, early stopping, ...).
+    ``learner``: PPO's (rl/learn/ppo.py: PPOLearner; rl.learn.ppo.train passes it), which runs
+    the same trainer with a critic, GAE and PPO's losses in place of GRPO's."""
+    if (learner is None) != (cfg.grpo.algorithm == "grpo"):
+        raise ValueError(f"grpo.algorithm is {cfg.grpo.algorithm!r}: train it with rl.learn.{cfg.grpo.algorithm}.train "
+                         "(rl/train.py picks the one the config names)")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from accelerate import PartialState
     from transformers import AutoTokenizer
 
-    from rl.learn.trl_bridge import RolloutGRPOTrainer
+    from rl.learn import trl_bridge
     from rl.rollout import connect_rollout_engine
 
     check_versions()  # before anything loads
@@ -343,7 +357,9 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbac
         engine = connect_rollout_engine(model_dir, cfg.rollout, cfg.lora, seed=cfg.seed, create=state.is_main_process)
     stats.watch_restarts(engine)
     feed = RolloutFeed(engine, tokenizer, cfg.sampling, cfg.seed, stats, overlap=cfg.grpo.overlap_generation)
-    trainer = RolloutGRPOTrainer(
+    # PPO: the same trainer with a critic, GAE and PPO's losses (rl/learn/ppo.py)
+    trainer_cls = trl_bridge.RolloutGRPOTrainer if learner is None else trl_bridge.RolloutPPOTrainer
+    trainer = trainer_cls(
         model=model,
         reward_funcs=[make_reward_func(reward, uses_prefill(cfg.prompt), stats, labeler)],
         args=grpo_args(cfg, run_dir, state.num_processes),
@@ -355,6 +371,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbac
         weight_sync=lambda t: AdapterSync(t, engine, sync_root, stats, feed),
         # with TRL's importance-sampling correction on, TRL logs the gap itself
         on_logp_gap=None if cfg.grpo.importance_sampling_correction else measure_sampler_gap(stats),
+        **({} if learner is None else {"learner": learner}),
     )
     sync = trainer.weight_sync
     if feed.overlap:
@@ -366,6 +383,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbac
     trainer.add_callback(logger)
     if checkpoint is not None:
         trainer.add_callback(_RestorePolicyAdapter(trainer, checkpoint))
+    for callback in learner.callbacks(checkpoint) if learner is not None else ():
+        trainer.add_callback(callback)  # PPO: the critic in every checkpoint, back on --resume
     for callback in callbacks:
         trainer.add_callback(callback)
     trainer.remove_callback(PrinterCallback)  # our bar and metrics.jsonl replace the raw log dicts
@@ -477,7 +496,8 @@ class _LoggingCallback(TrainerCallback):
         if self.is_main:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="GRPO", unit="step")
+            desc = self.cfg.grpo.algorithm.upper() if self.cfg is not None else "GRPO"
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=desc, unit="step")
         self.step_start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kw):
@@ -508,6 +528,8 @@ class _LoggingCallback(TrainerCallback):
             "sampler_logp_diff": logs.get("sampling/sampling_logp_difference/mean"),
             "is_ratio_min": logs.get("sampling/importance_sampling_ratio/min"),
             "is_ratio_max": logs.get("sampling/importance_sampling_ratio/max"),
+            # PPO (rl/learn/ppo.py): value_loss, explained_variance, value/return means, clip fractions, ...
+            **{k[len("ppo/"):]: v for k, v in logs.items() if k.startswith("ppo/")},
             **ours,
             "time/learner": round(max(0.0, step_time - spent), 4),
             "time/step": round(step_time, 4),

@@ -12,6 +12,13 @@ signatures, and that no other module under rl/ uses them):
   with our adapter push in place of TRL's vLLM client. It also measures the
   sampler/learner logprob gap when that correction is off (``_compute_loss``,
   ``_get_per_token_logps_and_entropies``).
+* :class:`RolloutPPOTrainer`: the same trainer running PPO (rl/learn/ppo.py holds the math and
+  the critic): it keeps TRL's generation, rewards, logprob and importance-sampling paths, reads
+  the rewards TRL gathers (``_calculate_rewards``) before it turns them into group advantages,
+  replaces those with token-level GAE from the critic, and replaces the loss
+  (``_compute_loss``) with PPO's clipped policy and value losses, logged through TRL's
+  ``_metrics``. TRL 1.16 has no PPOTrainer of its own (rl/learn/ppo.py says why).
+* :func:`grpo_config`: ``GRPOConfig`` that also takes one sample per prompt (PPO).
 * :func:`score_only_completion_tokens_on_cpu`: the fused LM head's compact branch on CPU
   (``trl.trainer.utils._use_triton``).
 * :func:`wrap_stage`: the benchmarks' timers around TRL's generation stages.
@@ -38,11 +45,14 @@ TRL_PRIVATE_METHODS: dict[str, tuple[str, ...]] = {
     "_generate": ("self", "prompts"),
     "_generate_single_turn": ("self", "prompt_ids", "images", "multimodal_fields", "num_generations"),
     "_generate_and_score_completions": ("self", "inputs"),
+    "_calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),  # PPO
 }
-# Instance attributes of TRL 1.16 GRPOTrainer that RolloutGRPOTrainer sets.
-TRL_PRIVATE_ATTRIBUTES = ("use_vllm", "vllm_generation", "_last_loaded_step")
-# Keys of TRL's batch (``inputs`` of ``_compute_loss``) the gap measurement reads.
-TRL_BATCH_KEYS = ("sampling_per_token_logps", "old_per_token_logps", "completion_mask")
+# Instance attributes of TRL 1.16 GRPOTrainer that RolloutGRPOTrainer sets (and RolloutPPOTrainer reads:
+# ``_metrics``, TRL's per-step figures that its log() averages into the logged dict).
+TRL_PRIVATE_ATTRIBUTES = ("use_vllm", "vllm_generation", "_last_loaded_step", "_metrics")
+# Keys of TRL's batch (``inputs`` of ``_compute_loss``) the gap measurement and the PPO loss read.
+TRL_BATCH_KEYS = ("sampling_per_token_logps", "old_per_token_logps", "completion_mask", "prompt_ids", "prompt_mask",
+                  "completion_ids", "ref_per_token_logps", "importance_sampling_ratio", "num_items_in_batch")
 # The benchmarks' names for TRL's generation stages (wrap_stage).
 STAGES = {
     "generate": "_generate",  # one step's completions, generation only (rollout_func or transformers)
@@ -125,6 +135,28 @@ def wrap_stage(trainer, stage: str, wrapper: Callable[[Callable], Callable]) -> 
     wrapped = wrapper(getattr(trainer, name))
     setattr(trainer, name, wrapped)
     return wrapped
+
+
+def grpo_config(**kwargs):
+    """``trl.GRPOConfig(**kwargs)``, also with ``num_generations=1``: GRPOConfig refuses fewer
+    than 2 (group advantages need a group), which PPO's critic does not need. It is then built
+    with the whole generation batch as one group, which passes every check that involves the
+    group size, and set to 1 after; TRL's trainer reads it from there (its sampler repeats each
+    prompt once, its group statistics are unused by PPO)."""
+    from trl import GRPOConfig
+
+    if kwargs.get("num_generations") != 1:
+        return GRPOConfig(**kwargs)
+    from accelerate import PartialState
+
+    generation_batch = kwargs.get("generation_batch_size") or (  # as GRPOConfig.__post_init__ resolves it
+        kwargs.get("per_device_train_batch_size", 8) * PartialState().num_processes
+        * (kwargs.get("steps_per_generation") or kwargs.get("gradient_accumulation_steps", 1)))
+    if generation_batch < 2:
+        raise ValueError(f"one sample per prompt needs at least 2 completions per step, got {generation_batch}")
+    config = GRPOConfig(**{**kwargs, "num_generations": generation_batch})
+    config.num_generations = 1
+    return config
 
 
 def _sampler_gap(learner_logps, inputs) -> tuple[float, int]:
@@ -218,9 +250,108 @@ def _define_rollout_trainer():
     return RolloutGRPOTrainer
 
 
+def _define_ppo_trainer(base):
+    """Build :class:`RolloutPPOTrainer` on ``base`` (RolloutGRPOTrainer)."""
+    import math
+
+    import torch
+
+    class RolloutPPOTrainer(base):
+        """PPO on TRL's GRPO machinery. TRL 1.16 has no PPOTrainer (removed in 1.13; it needed a
+        reward model and its own generation), so the parts GRPO lacks are ours: the critic, GAE
+        and the clipped losses, in ``learner`` (rl/learn/ppo.py: PPOLearner). Kept from TRL: the
+        rollout_func generation, reward functions, the policy's, reference's and sampler's
+        logprobs, the importance-sampling ratio, the Trainer loop (``num_iterations``: PPO epochs;
+        ``steps_per_generation``: mini-batches). Other arguments as RolloutGRPOTrainer."""
+
+        def __init__(self, *, learner, **kwargs):
+            self.learner = learner
+            self._gathered_rewards = None  # TRL's rewards of the batch being scored (all processes)
+            super().__init__(**kwargs)
+            # the PEFT model TRL built: the critic's adapter goes beside the policy's
+            learner.attach(self.model, self.args.gradient_checkpointing_kwargs)
+
+        def create_optimizer(self, *args, **kwargs):
+            """TRL's / the Trainer's optimizer for the policy, plus one group for the critic at
+            ``learner.critic_learning_rate`` (the scheduler, built after, scales both alike)."""
+            critic = self.learner.critic
+            critic.restore_grads()  # a resumed Trainer loaded the checkpoint's critic adapter as not trainable
+            own = critic.parameters()
+            for p in own:
+                p.requires_grad_(False)
+            try:
+                optimizer = super().create_optimizer(*args, **kwargs)
+            finally:
+                critic.restore_grads()
+            optimizer.add_param_group({"params": own, "lr": self.learner.critic_learning_rate, "weight_decay": 0.0})
+            return optimizer
+
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+            """TRL's rewards (every process's, one column per reward function), kept for PPO."""
+            rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            self._gathered_rewards = rewards
+            return rewards
+
+        def _generate_and_score_completions(self, inputs):
+            """TRL's batch with its group advantages replaced by the critic's GAE ones (per token)."""
+            batch = super()._generate_and_score_completions(inputs)
+            if not self.model.training:
+                return batch
+            start = self.accelerator.process_index * len(inputs)
+            local = self._gathered_rewards[start:start + len(inputs)]
+            self._gathered_rewards = None
+            scored = ~torch.isnan(local).all(dim=1)  # as TRL: no reward function could score it
+            scores = (local * self.reward_weights.to(local.device).unsqueeze(0)).nansum(dim=1)
+            if batch.get("old_per_token_logps") is None:  # TRL skips it when the loss's own pass would do
+                with torch.no_grad():
+                    batch["old_per_token_logps"] = self._get_per_token_logps_and_entropies(
+                        self.model, torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1),
+                        torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1),
+                        batch["completion_ids"].size(1))[0]
+            figures = self.learner.prepare(self.model, batch, scores, scored, self.beta, self._reduce)
+            self._log_ppo(figures)
+            return batch
+
+        def _reduce(self, tensor):
+            return self.accelerator.reduce(tensor, reduction="sum")
+
+        def _log_ppo(self, figures: dict[str, float]) -> None:
+            """Into TRL's per-step metrics (averaged over the step's micro-batches when logged):
+            ``kl`` and ``entropy`` under GRPO's names, the rest as ``ppo/<name>``."""
+            for name, value in figures.items():
+                if not math.isnan(value):  # e.g. explained variance of returns that do not vary
+                    self._metrics["train"][name if name in ("kl", "entropy") else f"ppo/{name}"].append(value)
+
+        def _compute_loss(self, model, inputs):
+            """PPO's loss on one micro-batch, normalised as TRL's DAPO loss: a token mean over the
+            optimizer step's tokens on every process."""
+            input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+            attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+            logps, entropies, _ = self._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, inputs["completion_ids"].size(1), compute_entropy=True)
+            if self._on_logp_gap is not None:
+                self._on_logp_gap(*_sampler_gap(inputs["old_per_token_logps"], inputs))
+            loss, figures = self.learner.loss(model, inputs, logps, self.beta, self._reduce,
+                                              importance_ratio=inputs.get("importance_sampling_ratio"))
+            mask = inputs["completion_mask"].float()
+            totals = self._reduce(torch.stack([(entropies.detach() * mask).sum(), mask.sum()]))
+            figures["entropy"] = float(totals[0] / totals[1].clamp(min=1.0))
+            self._log_ppo(figures)
+            normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+            normalizer = normalizer * self.current_gradient_accumulation_steps / self.args.steps_per_generation
+            return loss / normalizer
+
+    RolloutPPOTrainer.__qualname__ = "RolloutPPOTrainer"
+    return RolloutPPOTrainer
+
+
 def __getattr__(name: str):
-    """``RolloutGRPOTrainer``, built on first access (module doc)."""
+    """``RolloutGRPOTrainer`` and ``RolloutPPOTrainer``, built on first access (module doc)."""
     if name == "RolloutGRPOTrainer":
         cls = globals()["RolloutGRPOTrainer"] = _define_rollout_trainer()
+        return cls
+    if name == "RolloutPPOTrainer":
+        base = globals().get("RolloutGRPOTrainer") or __getattr__("RolloutGRPOTrainer")
+        cls = globals()["RolloutPPOTrainer"] = _define_ppo_trainer(base)
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -216,9 +216,11 @@ def cold_start_path(cfg: Config) -> Path | None:
 
 
 def micro_batch(cfg: Config, processes: int) -> tuple[int, int]:
-    """(sequences per forward/backward on one learner process, remainder of the split)."""
+    """(sequences per forward/backward on one learner process, remainder of the split); PPO's
+    mini-batches (ppo.minibatches) split the step's completions further."""
     completions = cfg.grpo.prompts_per_step * cfg.sampling.n
-    return divmod(completions, processes * cfg.grpo.gradient_accumulation_steps)
+    minibatches = cfg.ppo.minibatches if cfg.grpo.algorithm == "ppo" else 1
+    return divmod(completions, processes * cfg.grpo.gradient_accumulation_steps * minibatches)
 
 
 def estimate_memory(cfg: Config, model_shape: ModelShape, gpu_memory_gb: float | None,
@@ -232,6 +234,10 @@ def estimate_memory(cfg: Config, model_shape: ModelShape, gpu_memory_gb: float |
     each) + activations (micro-batch x sequence x hidden x layers x 34 bytes, or with
     gradient checkpointing only each layer's input plus one layer's full set) + logits
     for the completion tokens (micro-batch x max_tokens x vocab x 8 bytes) + CUDA context.
+    PPO (grpo.algorithm: ppo) adds the critic: its LoRA (ppo.critic_lora_r) with fp32 gradients
+    and Adam moments (16 bytes per parameter) and the value head, and the activations of its
+    forward pass, never checkpointed (rl/learn/ppo.py: Critic.values) and alive beside the
+    policy's until the one backward pass; no second copy of the base weights.
 
     Rollout worker (vLLM): it claims gpu_memory_utilization x GPU memory whatever the
     model; that budget must hold weights (rollout.dtype) + LoRA slots + the KV cache of
@@ -267,6 +273,10 @@ def estimate_memory(cfg: Config, model_shape: ModelShape, gpu_memory_gb: float |
         "logits": batch * smp.max_tokens * s.vocab_size * LOGIT_BYTES / GIB,
         "cuda_context": CUDA_CONTEXT_GIB,
     }
+    if g.algorithm == "ppo":
+        critic_lora, _ = s.lora_params(cfg.ppo.critic_lora_r, cfg.lora.target_modules)
+        learner["critic"] = (critic_lora + s.hidden_size + 1) * 16 / GIB
+        learner["critic_activations"] = tokens * s.hidden_size * s.num_layers * act_factor / GIB
     learner["total"] = sum(learner.values())
 
     rbytes = DTYPE_BYTES.get(ro.dtype, s.dtype_bytes)
@@ -399,9 +409,9 @@ def check_settings(cfg: Config, processes: int, model_known_real: bool) -> tuple
     """(errors that would fail or waste the run, warnings about harmful settings)."""
     errors, warnings = [], []
     g, smp, ro = cfg.grpo, cfg.sampling, cfg.rollout
-    if smp.n < 2:
+    if smp.n < 2 and g.algorithm == "grpo":  # PPO's critic is its baseline: any n
         errors.append(f"sampling.n={smp.n}: GRPO compares samples of one prompt; it needs n >= 2")
-    if smp.temperature == 0 and smp.n > 1:
+    if smp.temperature == 0 and smp.n > 1 and g.algorithm == "grpo":
         warnings.append(f"sampling.temperature=0 with n={smp.n}: all samples of a prompt are identical, "
                         "advantages are 0 and nothing is learned")
     per_device, rest = micro_batch(cfg, processes)
@@ -419,7 +429,7 @@ def check_settings(cfg: Config, processes: int, model_known_real: bool) -> tuple
     rank = adapter_rank(cfg)
     if ro.backend != "hf" and rank > ro.max_lora_rank:
         errors.append(f"LoRA rank {rank} > rollout.max_lora_rank {ro.max_lora_rank}: vLLM rejects the adapter")
-    if g.beta > 0 and g.loss_type in ("dapo", "dr_grpo"):
+    if g.beta > 0 and g.loss_type in ("dapo", "dr_grpo") and g.algorithm == "grpo":  # PPO ignores loss_type
         warnings.append(f"grpo.beta={g.beta} with loss_type={g.loss_type}: the DAPO / Dr. GRPO recipes train "
                         "without a KL term (beta=0); allowed, but unusual")
     if g.num_iterations > 1 and not g.importance_sampling_correction:
@@ -539,12 +549,15 @@ def print_plan(cfg: Config, out=None) -> int:
     cold = cold_start_path(cfg)
     if cold is not None:
         state = "exists" if (cold / "adapter_config.json").is_file() else "missing"
-        say(f"  cold start  {cold} ({state}); GRPO trains it further")
+        say(f"  cold start  {cold} ({state}); {g.algorithm.upper()} trains it further")
     batch, _ = micro_batch(cfg, processes)
     say(f"  step        {g.prompts_per_step} prompts x {smp.n} samples = {g.prompts_per_step * smp.n} completions; "
         f"{processes} learner process(es) x {g.gradient_accumulation_steps} accumulation x micro-batch {batch}")
     say(f"  sampling    temperature {smp.temperature}, top_p {smp.top_p}, max_tokens {smp.max_tokens}; "
-        f"beta {g.beta} (TRL's k3 KL estimator), loss {g.loss_type}")
+        + (f"beta {g.beta} (TRL's k3 KL estimator), loss {g.loss_type}" if g.algorithm == "grpo" else
+           f"PPO: beta {g.beta} (" + ("per-token penalty in the reward" if cfg.ppo.kl_in_reward else "k3 KL in the loss")
+           + f"), GAE gamma {cfg.ppo.gamma} lambda {cfg.ppo.lam}, {g.num_iterations} epoch(s) x "
+           f"{cfg.ppo.minibatches} mini-batch(es)"))
     say(f"  reward      {cfg.reward.spec}")
     info, data_errors = count_examples(cfg)
     errors += data_errors
@@ -560,7 +573,8 @@ def print_plan(cfg: Config, out=None) -> int:
     nodes = max(1, math.ceil(processes / gpus_per_node))
     device = "GPU" if gpu_plan else "CPU"
     say(f"  learner     {processes} process(es) on {nodes} node(s) (accelerate launch; rank r -> node r//{gpus_per_node}, "
-        f"{device} r%{gpus_per_node}): TRL GRPOTrainer + LoRA r={adapter_rank(cfg)}")
+        f"{device} r%{gpus_per_node}): TRL GRPOTrainer + LoRA r={adapter_rank(cfg)}"
+        + (f"; PPO critic: value head + LoRA r={cfg.ppo.critic_lora_r} on the same base" if g.algorithm == "ppo" else ""))
     if ro.backend == "vllm":
         say("  Ray         not used (rollout.backend=vllm: one engine inside rank 0)")
     else:
@@ -594,7 +608,8 @@ def print_plan(cfg: Config, out=None) -> int:
     say(f"  learner process   {learner['total']:6.2f} = " + _fmt_parts(learner, [
         ("weights", "weights"), ("lora", "LoRA"), ("lora_ref", "ref adapter"), ("grads_adam", "grads+Adam"),
         ("activations", "activations" + (" (checkpointed)" if g.gradient_checkpointing else "")),
-        ("logits", "logits"), ("cuda_context", "CUDA context")]))
+        ("logits", "logits"), ("critic", "critic LoRA+head+grads+Adam"),
+        ("critic_activations", "critic activations"), ("cuda_context", "CUDA context")]))
     if ro.backend == "hf":
         say(f"  hf worker         {worker['total']:6.2f} = weights {worker['weights']:.2f} + KV for "
             f"{mem['step_sequences_per_worker']} sequences {worker['kv_step']:.2f} + context {CUDA_CONTEXT_GIB}")
