@@ -95,3 +95,27 @@ def test_learner_clock_splits_a_grpo_step(tmp_path):
         assert all(split[part] > 0 for part in LEARNER_PARTS), split
         assert sum(split.values()) < step, (split, step)
     assert set(clock.medians()) == set(LEARNER_PARTS)
+
+
+def test_rollout_feed_keeps_a_sampling_subclass_s_fields():
+    """The r1t1 workload forces completion lengths with BenchSampling.ignore_eos: the feed's
+    per-call copy (its n and seed) must keep the subclass and its field, or the workers
+    stop at EOS again."""
+    from types import SimpleNamespace
+
+    from rl.bench.rollout import BenchSampling
+    from rl.rollout.feed import RolloutFeed
+
+    calls = []
+
+    class Engine:
+        def generate(self, token_ids, params):
+            calls.append(params)
+            return [object() for _ in token_ids]
+
+    tokenizer = lambda text, add_special_tokens: {"input_ids": [len(text)]}  # noqa: E731
+    feed = RolloutFeed(Engine(), tokenizer, BenchSampling(n=2, max_tokens=5, ignore_eos=True), seed=0,
+                       stats=SimpleNamespace())
+    feed._generate(["a", "a", "bb", "bb"], step=0, rank=0)
+    assert len(calls) == 1 and isinstance(calls[0], BenchSampling)
+    assert (calls[0].n, calls[0].max_tokens, calls[0].ignore_eos) == (2, 5, True) and calls[0].seed is not None
