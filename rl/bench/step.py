@@ -286,10 +286,18 @@ def split_line(m: dict) -> str:
     step = m["step"]
     other = m["learner"] - sum(m[k] for k in LEARNER_PARTS)
     learner = " + ".join(f"{k} {m[k]:.2f}" for k in LEARNER_PARTS)
-    sync = f", sync {m['sync']:.2f} ({100 * m['sync'] / step:.1f}%)" if "sync" in m else ""
+    sync = f" + sync {m['sync']:.2f} ({100 * m['sync'] / step:.1f}%)" if "sync" in m else ""
     return (f"{step:.2f} s/step = generation {m['generation']:.2f} + reward {m['reward']:.2f} "
             f"({100 * m['reward'] / step:.1f}%){sync} + learner {m['learner']:.2f} "
             f"[{learner} + other {other:.2f}]; mean completion {m['completion_length']:.1f} tokens")
+
+
+def row_lines(name: str, m: dict) -> str:
+    """A result row: the split, or why the baseline did not run; TRL's weight sync apart."""
+    line = f"{name:<24}: " + (f"did not run: {m['error']}" if "error" in m else split_line(m))
+    if "sync_params" in m:
+        line += f"\n{'':<24}  TRL weight sync: {m['sync'] * 1e3:.0f} ms for {m['sync_params'] / 1e6:.1f}M parameters"
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,26 +319,27 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--baselines: unknown {sorted(unknown)}; known: plain, colocate")
     config = lambda: workload_config(args.config, args.workload, overrides)  # noqa: E731 - a fresh one per run
     cfg = config()
+    runs = [("ours", lambda d: ours(config(), args.steps, d))]
+    if args.ab_shared_prefix:
+        runs.append(("ours, prompt per sample", lambda d: ours(config(), args.steps, d, shared_prefix=False)))
+    if "plain" in baselines:
+        runs.append(("plain TRL", lambda d: plain_trl(config(), args.steps, d)))
+    if "colocate" in baselines:
+        runs.append(("TRL vLLM colocate", lambda d: colocate_baseline(config(), args.steps, d)))
+    prompt = "prompts ~150 tokens, " if args.workload == "r1t1" else ""
+    header = (f"workload {args.workload}: {cfg.grpo.prompts_per_step} prompts x {cfg.sampling.n} samples, {prompt}"
+              f"{'exactly' if forced_length(cfg) else 'max'} {cfg.sampling.max_tokens} new tokens, model "
+              f"{cfg.model.name_or_path}; median of steps 2-{args.steps}; beta {cfg.grpo.beta}; importance-sampling "
+              f"correction {'on' if cfg.grpo.importance_sampling_correction else 'off'} (plain TRL has none)")
     rows: list[tuple[str, dict]] = []
     with tempfile.TemporaryDirectory(prefix="bench-step-") as tmp:
         for r in range(args.rounds):
-            rows.append(("ours", ours(config(), args.steps, Path(tmp) / f"ours-{r}")))
-            if args.ab_shared_prefix:
-                rows.append(("ours, prompt per sample", ours(config(), args.steps, Path(tmp) / f"ours-ab-{r}",
-                                                             shared_prefix=False)))
-            if "plain" in baselines:
-                rows.append(("plain TRL", plain_trl(config(), args.steps, Path(tmp) / f"trl-{r}")))
-            if "colocate" in baselines:
-                rows.append(("TRL vLLM colocate", colocate_baseline(config(), args.steps, Path(tmp) / f"vllm-{r}")))
-    prompt = "prompts ~150 tokens, " if args.workload == "r1t1" else ""
-    print(f"workload {args.workload}: {cfg.grpo.prompts_per_step} prompts x {cfg.sampling.n} samples, {prompt}"
-          f"{'exactly' if forced_length(cfg) else 'max'} {cfg.sampling.max_tokens} new tokens, model "
-          f"{cfg.model.name_or_path}; median of steps 2-{args.steps}; beta {cfg.grpo.beta}; importance-sampling "
-          f"correction {'on' if cfg.grpo.importance_sampling_correction else 'off'} (plain TRL has none)")
+            for i, (name, run) in enumerate(runs):
+                rows.append((name, run(Path(tmp) / f"{r}-{i}")))
+                print(f"[bench step] round {r + 1}: {row_lines(*rows[-1])}", flush=True)  # long runs: as they come
+    print(header)
     for name, m in rows:
-        print(f"{name:<24}: " + (f"did not run: {m['error']}" if "error" in m else split_line(m)))
-        if "sync_params" in m:
-            print(f"{'':<24}  TRL weight sync: {m['sync'] * 1e3:.0f} ms for {m['sync_params'] / 1e6:.1f}M parameters")
+        print(row_lines(name, m))
     medians = {name: statistics.median(m["step"] for n, m in rows if n == name and "error" not in m)
                for name in dict(rows) if any(n == name and "error" not in m for n, m in rows)}
     if "ours, prompt per sample" in medians:
