@@ -286,9 +286,9 @@ def split_line(m: dict) -> str:
     step = m["step"]
     other = m["learner"] - sum(m[k] for k in LEARNER_PARTS)
     learner = " + ".join(f"{k} {m[k]:.2f}" for k in LEARNER_PARTS)
-    sync = f" + sync {m['sync']:.2f} ({100 * m['sync'] / step:.1f}%)" if "sync" in m else ""
-    return (f"{step:.2f} s/step = generation {m['generation']:.2f} + reward {m['reward']:.2f} "
-            f"({100 * m['reward'] / step:.1f}%){sync} + learner {m['learner']:.2f} "
+    sync = f" + sync {m['sync']:.3f} ({100 * m['sync'] / step:.2f}%)" if "sync" in m else ""
+    return (f"{step:.2f} s/step = generation {m['generation']:.2f} + reward {m['reward']:.3f} "
+            f"({100 * m['reward'] / step:.2f}%){sync} + learner {m['learner']:.2f} "
             f"[{learner} + other {other:.2f}]; mean completion {m['completion_length']:.1f} tokens")
 
 
