@@ -35,6 +35,7 @@ def _trainer(share: bool):
     trainer.accelerator = SimpleNamespace(autocast=nullcontext, is_main_process=True)
     trainer._gap_inputs = None
     trainer.share_prompt_prefix = share
+    trainer.share_prompt_prefix_min_hidden = 0  # the tiny test model is narrower than the default floor
     return trainer
 
 
@@ -96,3 +97,5 @@ def test_falls_back_to_trl_s_pass_when_nothing_is_shared_or_gradients_are_needed
         assert trainer._shared_prefix_logps(policy, ids, mask, k, compute_entropy=True) is None
         assert trainer._shared_prefix_logps(policy, ids, mask, k, pixel_values=torch.zeros(1)) is None
         assert trainer._shared_prefix_logps(policy, ids, mask, k) is not None
+        trainer.share_prompt_prefix_min_hidden = policy.config.hidden_size + 1  # too narrow to pay: TRL's pass
+        assert trainer._shared_prefix_logps(policy, ids, mask, k) is None

@@ -229,8 +229,13 @@ def _define_rollout_trainer():
                 self._gap_inputs = None
 
         # Score each group's prompt once in the no-grad passes (rl/learn/shared_prefix.py); a
-        # class attribute so that the step benchmark can measure the pass both ways.
+        # class attribute so that the step benchmark can measure the pass both ways. Only for
+        # models at least this wide: the saving is the prompt's matmuls, the cost copying its
+        # keys/values to every row, and on the toy model (hidden 128) the copy costs more
+        # (rl.bench step, one run each: reference pass 1.24 -> 2.04 s on the toy recipe,
+        # 14.5 -> 7.8 s on the r1t1 workload's hidden-512 model).
         share_prompt_prefix = True
+        share_prompt_prefix_min_hidden = 256
 
         def _get_per_token_logps_and_entropies(self, *args, **kwargs):
             """TRL's scoring; inside a measuring loss, also the gap of its logprobs. The
@@ -247,12 +252,15 @@ def _define_rollout_trainer():
         def _shared_prefix_logps(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                  compute_entropy=False, compute_aux_loss=False, **extra):
             """rl/learn/shared_prefix.py's log-probs when they can stand in for TRL's pass
-            (no gradient, no entropy or MoE loss asked, no image inputs), else None."""
+            (no gradient, no entropy or MoE loss asked, no image inputs) and pay (a model at
+            least :data:`share_prompt_prefix_min_hidden` wide), else None."""
             import torch
 
             from rl.learn.shared_prefix import shared_prefix_logps
 
-            if (not self.share_prompt_prefix or torch.is_grad_enabled() or compute_entropy or compute_aux_loss
+            hidden = getattr(getattr(model, "config", None), "hidden_size", None) or 0
+            if (not self.share_prompt_prefix or hidden < self.share_prompt_prefix_min_hidden
+                    or torch.is_grad_enabled() or compute_entropy or compute_aux_loss
                     or any(v is not None for v in extra.values())):
                 return None
             return shared_prefix_logps(model, input_ids, attention_mask, logits_to_keep, batch_size,
