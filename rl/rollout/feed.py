@@ -18,6 +18,7 @@ generates in place (counted in ``rollout/prefetch_misses``).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -94,7 +95,8 @@ class RolloutFeed:
         first = rank * len(groups)
         for n, idxs in by_n.items():
             token_ids = [self.tokenizer(groups[i][0], add_special_tokens=False)["input_ids"] for i in idxs]
-            params = SamplingConfig(**{**self.sampling.__dict__, "n": n, "seed": step_seed + (first + idxs[0]) * n})
+            # replace(), not a new SamplingConfig: a subclass's fields (the step bench's ignore_eos) stay
+            params = dataclasses.replace(self.sampling, n=n, seed=step_seed + (first + idxs[0]) * n)
             for i, res in zip(idxs, self.engine.generate(token_ids, params)):
                 results[i] = res
         return results

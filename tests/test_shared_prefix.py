@@ -1,0 +1,101 @@
+"""The no-grad scoring passes with each group's prompt run once (rl/learn/shared_prefix.py)
+give TRL's own log-probs: the same trainer method, switched both ways, on a LoRA model
+with TRL's fused LM head, left-padded prompts of different lengths and right-padded
+completions."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from helpers_models import build_tiny_qwen2, save_random_lora
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    root = tmp_path_factory.mktemp("shared-prefix")
+    model_dir = build_tiny_qwen2(root / "model")
+    adapter = save_random_lora(model_dir, root / "lora", r=8)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    add_fused_lm_head(model, temperature=0.7)  # as GRPOTrainer does, before PEFT wraps it
+    return PeftModel.from_pretrained(model, str(adapter)).eval()
+
+
+def _trainer(share: bool):
+    """The subclass's scoring method without building a trainer: it reads only these."""
+    from rl.learn.trl_bridge import RolloutGRPOTrainer
+
+    trainer = object.__new__(RolloutGRPOTrainer)
+    trainer.accelerator = SimpleNamespace(autocast=nullcontext, is_main_process=True)
+    trainer._gap_inputs = None
+    trainer.share_prompt_prefix = share
+    trainer.share_prompt_prefix_min_hidden = 0  # the tiny test model is narrower than the default floor
+    return trainer
+
+
+def _grpo_batch(prompt_lens=(5, 9, 7), n=4, completion_width=6, vocab=500, seed=0):
+    """TRL's layout: groups of n identical left-padded prompts, then right-padded completions."""
+    gen = torch.Generator().manual_seed(seed)
+    width = max(prompt_lens)
+    ids, mask = [], []
+    for length in prompt_lens:
+        prompt = torch.randint(3, vocab, (length,), generator=gen).tolist()
+        for _ in range(n):
+            done = int(torch.randint(1, completion_width + 1, (1,), generator=gen))
+            completion = torch.randint(3, vocab, (completion_width,), generator=gen).tolist()
+            ids.append([0] * (width - length) + prompt + completion)
+            mask.append([0] * (width - length) + [1] * length + [1] * done + [0] * (completion_width - done))
+    return torch.tensor(ids), torch.tensor(mask), completion_width
+
+
+@pytest.mark.parametrize("batch_size", [None, 8, 4])
+def test_shared_prompt_pass_gives_trl_s_logprobs(policy, batch_size):
+    ids, mask, k = _grpo_batch()
+    with torch.no_grad():
+        theirs, _, _ = _trainer(False)._get_per_token_logps_and_entropies(policy, ids, mask, k, batch_size=batch_size)
+        ours, entropy, aux = _trainer(True)._get_per_token_logps_and_entropies(policy, ids, mask, k,
+                                                                              batch_size=batch_size)
+    keep = mask[:, -k:].bool()
+    assert ours.shape == theirs.shape and entropy is None and aux is None
+    torch.testing.assert_close(ours[keep], theirs[keep], rtol=0, atol=1e-5)
+    assert not torch.equal(theirs[keep], torch.zeros_like(theirs[keep]))
+
+
+def test_shared_prompt_pass_runs_each_prompt_once(policy):
+    """The saving itself: the prompt forward sees one row per group, not n."""
+    from rl.learn.shared_prefix import shared_prefix_logps
+
+    ids, mask, k = _grpo_batch(n=4)
+    rows = []
+    hook = policy.register_forward_pre_hook(lambda mod, args, kwargs: rows.append(kwargs["input_ids"].shape),
+                                            with_kwargs=True)
+    try:
+        with torch.no_grad():
+            shared_prefix_logps(policy, ids, mask, k)
+    finally:
+        hook.remove()
+    width = ids.shape[1]
+    assert rows == [(3, width - k - 1), (12, k + 1)]
+
+
+def test_falls_back_to_trl_s_pass_when_nothing_is_shared_or_gradients_are_needed(policy):
+    from rl.learn.shared_prefix import shared_prefix_logps
+
+    ids, mask, k = _grpo_batch(n=1)
+    with torch.no_grad():
+        assert shared_prefix_logps(policy, ids, mask, k) is None
+    ids, mask, k = _grpo_batch(n=2)
+    trainer = _trainer(True)
+    assert trainer._shared_prefix_logps(policy, ids, mask, k) is None  # grad enabled: the loss's pass
+    with torch.no_grad():
+        assert trainer._shared_prefix_logps(policy, ids, mask, k, compute_entropy=True) is None
+        assert trainer._shared_prefix_logps(policy, ids, mask, k, pixel_values=torch.zeros(1)) is None
+        assert trainer._shared_prefix_logps(policy, ids, mask, k) is not None
+        trainer.share_prompt_prefix_min_hidden = policy.config.hidden_size + 1  # too narrow to pay: TRL's pass
+        assert trainer._shared_prefix_logps(policy, ids, mask, k) is None
