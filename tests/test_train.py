@@ -280,7 +280,8 @@ def test_overlapped_generation_samples_one_version_behind_and_resumes_exactly(gr
 
 @pytest.mark.slow
 def test_two_learner_processes_share_one_pool(grpo_base, shared_engine, ray_cluster):
-    """`accelerate launch --cpu --num_processes 2 rl/train.py`: rank 0 starts the pool on the
+    """`accelerate launch --multi_gpu --num_processes 2 rl/train.py` on CPUs (two gloo processes;
+    `--cpu --num_processes 2` would start one, without mpirun): rank 0 starts the pool on the
     session's Ray cluster, rank 1 attaches to it; one adapter push per step; and since the
     sampling seeds follow the global batch, step 1 equals a one-process run's step 1.
     Generation overlaps the update here (the path with per-rank prefetches and barriers)."""
@@ -290,7 +291,7 @@ def test_two_learner_processes_share_one_pool(grpo_base, shared_engine, ray_clus
     out, base = grpo_base
     steps = ["--grpo.max_steps", "2", "--grpo.beta", "0.04", "--grpo.importance_sampling_correction", "true"]
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
            str(REPO / "rl" / "train.py"), "--config", TOY, "--output_dir", str(out), "--run-name", "two-procs",
            *base, *steps, "--rollout.enforce_eager", "true", "--grpo.overlap_generation", "true"]
@@ -298,6 +299,7 @@ def test_two_learner_processes_share_one_pool(grpo_base, shared_engine, ray_clus
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     two = read_metrics(out / "two-procs")
     assert [r["step"] for r in two] == [1, 2]
+    assert all(r["learner_processes"] == 2 for r in two)  # two ranks really trained
     assert all(r["adapter_pushes"] == 1 for r in two)  # rank 1 never pushes; rank 0 once per step
     assert all(r["rollout/prefetch_misses"] == 0 for r in two)  # step 2 used what was sampled during step 1
 

@@ -328,7 +328,12 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbac
     from rl.rollout import connect_rollout_engine
 
     check_versions()  # before anything loads
-    state = PartialState()
+    import torch
+
+    # The Trainer asks for the CPU when CUDA is absent (grpo_args' use_cpu); accelerate's shared
+    # state is set up once, by its first user, and without cpu=True a gloo launch of N CPU processes
+    # is taken for N single-process runs: every rank "main", no gradient all-reduce.
+    state = PartialState(cpu=not torch.cuda.is_available())
     score_only_completion_tokens_on_cpu()  # no-op for CUDA tensors (TRL already does it there)
     reward = load_reward(cfg, state.is_main_process, own_cluster=engine is None)  # a bad spec fails before models load
     if state.is_main_process:
@@ -533,6 +538,7 @@ class _LoggingCallback(TrainerCallback):
             **ours,
             "time/learner": round(max(0.0, step_time - spent), 4),
             "time/step": round(step_time, 4),
+            "learner_processes": args.world_size,  # what the launch really started (accelerate's --cpu: one)
         }
         record = {k: v for k, v in record.items() if v is not None}
         self.check_on_policy(record)

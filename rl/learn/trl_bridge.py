@@ -152,7 +152,7 @@ def grpo_config(**kwargs):
     from accelerate import PartialState
 
     generation_batch = kwargs.get("generation_batch_size") or (  # as GRPOConfig.__post_init__ resolves it
-        kwargs.get("per_device_train_batch_size", 8) * PartialState().num_processes
+        kwargs.get("per_device_train_batch_size", 8) * PartialState(cpu=kwargs.get("use_cpu", False)).num_processes
         * (kwargs.get("steps_per_generation") or kwargs.get("gradient_accumulation_steps", 1)))
     if generation_batch < 2:
         raise ValueError(f"one sample per prompt needs at least 2 completions per step, got {generation_batch}")

@@ -692,7 +692,7 @@ def _finish(say, processes: int, gpu_plan: bool, nodes: int, errors: list[str], 
             say(f"  - {e}")
         return 1
     if not gpu_plan:
-        launch = "python" if processes == 1 else f"accelerate launch --cpu --num_processes {processes}"
+        launch = "python" if processes == 1 else f"accelerate launch --multi_gpu --num_processes {processes}"  # --cpu: one process
     elif processes == 1:
         launch = "accelerate launch --config_file configs/accelerate/single_gpu.yaml"
     else:
