@@ -182,7 +182,7 @@ def test_pipeline_stops_after_an_interrupted_training(monkeypatch, tmp_path, cap
     monkeypatch.setattr(resolve, "model_path", lambda cfg: "model")
     monkeypatch.setattr("rl.learn.sft.cold_start_adapter", lambda cfg: None)
     monkeypatch.setattr("rl.learn.grpo.train", FakeTrain(interrupted))
-    monkeypatch.setattr(pipeline, "evaluate_all", lambda *a: evaluated.append(a) or tmp_path / "compare")
+    monkeypatch.setattr(pipeline, "evaluate_all", lambda *a, **kw: evaluated.append(a) or tmp_path / "compare")
     code = pipeline.main(["--config", TOY, "--output_dir", str(tmp_path), "--run-name", "p", "--no-direct"])
     if interrupted:
         assert code == 130 and not evaluated

@@ -538,7 +538,7 @@ class _LoggingCallback(TrainerCallback):
             **ours,
             "time/learner": round(max(0.0, step_time - spent), 4),
             "time/step": round(step_time, 4),
-            "learner_processes": args.world_size,  # what the launch really started (accelerate's --cpu: one)
+            "learner_processes": getattr(args, "world_size", None),  # what the launch really started
         }
         record = {k: v for k, v in record.items() if v is not None}
         self.check_on_policy(record)
