@@ -298,15 +298,11 @@ def ppo_engine(ppo_base, toy_world):
     engine.shutdown()
 
 
-def run_ppo(out: Path, name: str, base: list[str], *extra: str, resume: bool = False, engine=None, callbacks=()):
-    from rl.core.runs import prepare_run_dir
-    from rl.learn.ppo import train
+def run_ppo(out: Path, name: str, base: list[str], *extra: str, **kw):
+    """tests.test_train.run_grpo on configs/toy-ppo.yaml: grpo.algorithm ppo picks the PPO learner."""
+    from tests.test_train import run_grpo
 
-    cfg = load_config(TOY_PPO, ["--output_dir", str(out), *base, *extra])
-    cfg.run_name = name
-    run_dir = prepare_run_dir(out, name, resume=resume)
-    train(cfg, run_dir, resume=resume, engine=engine, callbacks=callbacks)
-    return run_dir
+    return run_grpo(out, name, base, *extra, config=TOY_PPO, **kw)
 
 
 def _series(records: list[dict], key: str) -> list[float]:

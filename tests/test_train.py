@@ -159,13 +159,15 @@ def grpo_base(tmp_path_factory, toy_world, toy_sft_adapter, ray_cluster):
     ]
 
 
-def run_grpo(out: Path, name: str, base: list[str], *extra: str, resume: bool = False, engine=None, callbacks=()):
-    from rl.learn.grpo import train
+def run_grpo(out: Path, name: str, base: list[str], *extra: str, resume: bool = False, engine=None, callbacks=(),
+             config: str = TOY):
+    """One training run of ``config`` (the learner its grpo.algorithm names) in ``out/name``."""
+    from rl.learn import trainer_for
 
-    cfg = load_config(TOY, ["--output_dir", str(out), *base, *extra])
+    cfg = load_config(config, ["--output_dir", str(out), *base, *extra])
     cfg.run_name = name
     run_dir = prepare_run_dir(out, name, resume=resume)
-    train(cfg, run_dir, resume=resume, engine=engine, callbacks=callbacks)
+    trainer_for(cfg)(cfg, run_dir, resume=resume, engine=engine, callbacks=callbacks)
     return run_dir
 
 
