@@ -10,6 +10,7 @@ import torch
 
 from rl.core.config import ConfigError, load_config
 from rl.learn.ppo import (
+    adaptive_beta,
     clipped_policy_loss,
     clipped_value_loss,
     explained_variance,
@@ -91,6 +92,16 @@ def test_clipped_losses_take_the_pessimistic_side():
 
 # ----------------------------------------------------------------------------- config
 
+def test_adaptive_beta_follows_ziegler_et_al():
+    """beta x (1 + clip(KL/target - 1, +-0.2) x completions/horizon): KL 6.6 of target 6 is 10% over,
+    so 64 completions of a 10,000 horizon raise beta by 0.1 x 0.0064; far over or under, the error is
+    clipped at +-0.2; at the target beta stays."""
+    assert adaptive_beta(0.04, 6.6, 6.0, 64, 10000) == pytest.approx(0.04 * (1 + 0.1 * 0.0064))
+    assert adaptive_beta(0.04, 60.0, 6.0, 64, 10000) == pytest.approx(0.04 * (1 + 0.2 * 0.0064))
+    assert adaptive_beta(0.04, 0.0, 6.0, 64, 100) == pytest.approx(0.04 * (1 - 0.2 * 0.64))
+    assert adaptive_beta(0.04, 6.0, 6.0, 64, 100) == pytest.approx(0.04)
+
+
 def test_the_algorithm_defaults_to_grpo_and_the_toy_ppo_recipe_selects_ppo():
     assert load_config(REPO / "configs" / "toy.yaml", []).grpo.algorithm == "grpo"
     cfg = load_config(TOY_PPO, [])
@@ -109,12 +120,22 @@ def test_the_algorithm_defaults_to_grpo_and_the_toy_ppo_recipe_selects_ppo():
     (["--grpo.overlap_generation", "true", "--grpo.importance_sampling_correction", "true"],
      "grpo.overlap_generation is GRPO-only"),
     (["--grpo.prompts_per_step", "1", "--sampling.n", "1"], "needs at least 2 completions per step"),
+    (["--ppo.kl_target", "0"], "ppo.kl_target must be > 0"),
+    (["--ppo.kl_target", "6", "--ppo.kl_horizon", "0"], "ppo.kl_horizon must be > 0"),
+    (["--ppo.kl_target", "6", "--grpo.beta", "0"], "ppo.kl_target adapts grpo.beta from its start, which must be > 0"),
 ])
 def test_bad_ppo_settings_are_refused_naming_the_key(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(TOY_PPO, override)
     assert message in str(err.value)
     assert "toy-ppo.yaml" in str(err.value)
+
+
+def test_an_empty_critic_model_in_yaml_is_refused(tmp_path):
+    path = tmp_path / "ppo.yaml"
+    path.write_text(Path(TOY_PPO).read_text().replace("  critic_model: null", '  critic_model: ""'))
+    with pytest.raises(ConfigError, match="ppo.yaml: ppo.critic_model is empty"):
+        load_config(path, [])
 
 
 def test_one_sample_per_prompt_is_a_valid_ppo_config():
@@ -190,6 +211,8 @@ def _ppo_trainer(tmp_path, model_dir, n: int = 2, steps: int = 2, trl: dict | No
         processing_class=tokenizer, rollout_func=rollout, weight_sync=Sync, learner=learner,
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
     )
+    for callback in learner.callbacks(None):
+        trainer.add_callback(callback)
     trainer.rollout_calls = lambda: rollout.calls
     return trainer, learner
 
@@ -251,6 +274,68 @@ def test_ppo_epochs_and_minibatches_reuse_one_generation_with_kl_in_the_loss(tmp
     assert steps[0]["ppo/value_mean"] == 0.0
 
 
+def test_adaptive_kl_moves_beta_each_generation_and_the_kl_in_the_reward_uses_it(tmp_path, tiny_model):
+    """ppo.kl_target: each generation's beta (logged as ppo/beta) is the controller's step from the
+    previous one's measured KL; a generation's rewards carry its own beta's penalty. The horizon is
+    tiny so that beta moves visibly in 3 steps."""
+    trainer, learner = _ppo_trainer(tmp_path, tiny_model, steps=3, kl_target=1e-3, kl_horizon=2)
+    logs = _logged(trainer)
+    trainer.train()
+    steps = [e for e in logs if "loss" in e]
+    betas = [e["ppo/beta"] for e in steps]
+    assert betas[0] == pytest.approx(0.04)
+    for before, entry, after in zip(betas, steps, betas[1:]):
+        assert after == pytest.approx(adaptive_beta(before, entry["ppo/kl_sequence"], 1e-3, 4, 2), rel=1e-6)
+    assert betas[-1] != pytest.approx(betas[0])
+    assert learner.beta == pytest.approx(adaptive_beta(betas[-1], steps[-1]["ppo/kl_sequence"], 1e-3, 4, 2), rel=1e-6)
+
+
+def test_separate_critic_model_trains_its_own_lora_and_head_not_the_policys_model(tmp_path, tiny_model):
+    """ppo.critic_model: the critic is a model of its own (its LoRA and head move, its base does
+    not); the policy's PEFT model gets no critic adapter; the critic's optimizer group holds exactly
+    its parameters; the saved critic round-trips."""
+    from types import SimpleNamespace
+
+    from rl.learn.ppo import CRITIC_FILE, CriticCheckpoint, SeparateCriticGradients
+
+    trainer, learner = _ppo_trainer(tmp_path, tiny_model, critic_model=str(tiny_model), critic_learning_rate=0.05)
+    critic = learner.critic
+    assert critic.separate and critic.model is not trainer.model
+    assert not any(".critic." in k for k, _ in trainer.model.named_parameters())
+    assert any(isinstance(c, SeparateCriticGradients) for c in trainer.callback_handler.callbacks)
+    before = {k: v.detach().clone() for k, v in critic.model.named_parameters()}
+    trainer.train()
+    moved = {k for k, v in critic.model.named_parameters() if not torch.equal(v, before[k])}
+    assert any(".critic." in k for k in moved) and any("ppo_value_head" in k for k in moved)
+    assert all(".critic." in k or "ppo_value_head" in k for k in moved), moved  # the critic's base is frozen
+    assert {id(p) for p in trainer.optimizer.param_groups[-1]["params"]} == {id(p) for p in critic.parameters()}
+    saved = critic.state_dict()
+    (tmp_path / "out" / "checkpoint-2").mkdir(parents=True, exist_ok=True)
+    CriticCheckpoint(learner, None).on_save(SimpleNamespace(output_dir=str(tmp_path / "out")),
+                                            SimpleNamespace(global_step=2, is_world_process_zero=True), None)
+    with torch.no_grad():
+        for p in critic.parameters():
+            p.add_(1.0)
+    CriticCheckpoint(learner, tmp_path / "out" / "checkpoint-2").on_train_begin(None, None, None)
+    assert all(torch.equal(v, saved[k]) for k, v in critic.state_dict().items())
+
+
+def test_a_critic_model_with_another_tokenizer_is_refused(tmp_path, tiny_model):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from rl.learn.ppo import separate_critic
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model, other)
+    tokenizer = AutoTokenizer.from_pretrained(other)
+    tokenizer.add_tokens(["zzz-not-in-the-policy"])
+    tokenizer.save_pretrained(other)
+    with pytest.raises(ConfigError, match="ppo.critic_model: .*another tokenizer"):
+        separate_critic(str(other), AutoTokenizer.from_pretrained(tiny_model), torch.float32, 4, 8, None, 0.0, "cpu")
+
+
 def test_critic_state_round_trips_through_a_checkpoint(tmp_path, tiny_model):
     """CriticCheckpoint: what on_save writes, on_train_begin puts back (LoRA and head)."""
     from types import SimpleNamespace
@@ -268,9 +353,11 @@ def test_critic_state_round_trips_through_a_checkpoint(tmp_path, tiny_model):
     with torch.no_grad():
         for p in learner.critic.parameters():
             p.add_(1.0)
+    learner.beta = 9.0
     CriticCheckpoint(learner, tmp_path / "out" / "checkpoint-1").on_train_begin(None, None, None)
     for key, value in learner.critic.state_dict().items():
         assert torch.equal(value, saved[key]), key
+    assert learner.beta == 0.04  # the next generation's KL coefficient, kept in the file's metadata
     assert all(p.requires_grad for p in learner.critic.parameters())
 
 
@@ -376,3 +463,40 @@ def test_interrupted_and_resumed_ppo_run_equals_uninterrupted_run(ppo_base, ppo_
     assert max(float((want[k] - got[k]).abs().max()) for k in want) <= 1e-6
     head = want["value_head.weight"]
     assert float(head.abs().max()) > 1e-4  # the critic trained (its head starts at 0)
+
+
+@pytest.mark.slow
+def test_two_learner_processes_train_one_separate_critic_as_one_process_does(ppo_base, ppo_engine, ray_cluster):
+    """`accelerate launch --multi_gpu --num_processes 2` of PPO with a separate critic model
+    (ppo.critic_model: toy), which DDP does not reach: after one step, the critic and the policy
+    adapter equal a one-process run's, since each rank's gradients are averaged with the other's
+    (without that, rank 0's Adam step would follow its half of the batch alone)."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from rl.core.runs import read_metrics
+    from rl.learn.ppo import CRITIC_FILE
+
+    out, base = ppo_base
+    steps = ["--grpo.max_steps", "1", "--ppo.critic_model", "toy"]
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29519",
+           str(REPO / "rl" / "train.py"), "--config", TOY_PPO, "--output_dir", str(out), "--run-name", "ppo-two-procs",
+           *base, *steps, "--rollout.enforce_eager", "true"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    two_dir = out / "ppo-two-procs"
+    two = read_metrics(two_dir)
+    assert [r["learner_processes"] for r in two] == [2]
+    one_dir = run_ppo(out, "ppo-one-proc", base, *steps, engine=ppo_engine)
+    one = read_metrics(one_dir)
+    assert two[0]["reward"] == pytest.approx(one[0]["reward"], abs=1e-6)  # the same completions
+    for name in (CRITIC_FILE, "adapter/adapter_model.safetensors"):
+        want, got = load_file(str(one_dir / name)), load_file(str(two_dir / name))
+        assert want.keys() == got.keys(), name
+        gap = max(float((want[k] - got[k]).abs().max()) for k in want)
+        assert gap <= 1e-4, (name, gap)

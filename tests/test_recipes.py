@@ -100,6 +100,27 @@ def test_the_7b_ppo_recipe_is_the_grpo_one_with_a_critic_counted_in_the_dry_run(
     assert "critic LoRA+head+grads+Adam" in out.getvalue() and "critic activations" in out.getvalue()
 
 
+def test_a_separate_critic_model_is_counted_by_its_own_shape(data_dir, cot_jsonl):
+    """ppo.critic_model: the dry run adds the critic model's weights and sizes its LoRA and
+    activations on its shape (Qwen2.5-1.5B's, from the built-in table), not the policy's."""
+    from rl.tools.plan import estimate_memory, model_shape
+
+    path = REPO_ROOT / "configs" / "ppo-r1t1-qwen2.5-7b.yaml"
+    shared = load_config(path, overrides_for(path, data_dir, cot_jsonl))
+    separate = load_config(path, [*overrides_for(path, data_dir, cot_jsonl), "--ppo.critic_model", "Qwen/Qwen2.5-1.5B"])
+    shape, _ = model_shape(shared)
+    critic_shape, where = model_shape(separate, "Qwen/Qwen2.5-1.5B")
+    assert critic_shape is not None and critic_shape.hidden_size < shape.hidden_size, where
+    one = estimate_memory(shared, shape, 80)["learner"]
+    two = estimate_memory(separate, shape, 80, critic_shape=critic_shape)["learner"]
+    assert "critic_weights" not in one
+    assert two["critic_weights"] == pytest.approx(critic_shape.params() * 2 / 2**30)  # bf16
+    assert two["critic_activations"] < one["critic_activations"]
+    out = io.StringIO()
+    assert print_plan(separate, out=out) == 0, out.getvalue()
+    assert "critic model" in out.getvalue() and "its own model Qwen/Qwen2.5-1.5B" in out.getvalue()
+
+
 def test_the_7b_recipe_uses_the_r1t1_reward():
     raw = yaml.safe_load((REPO_ROOT / "configs/r1t1-qwen2.5-7b.yaml").read_text())
     assert raw["reward"]["spec"] == "r1t1" and raw["reward"]["comet_gpus"] > 0

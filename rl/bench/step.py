@@ -4,7 +4,7 @@ GRPOTrainer with its built-in transformers generation, on the same model,
 cold-start adapter, prompts, batch, sampling settings and reward.
 
     python -m rl.bench step [--workload toy|r1t1] [--steps 8] [--rounds 2] [--section.key value ...]
-                            [--baselines plain,colocate] [--ab-shared-prefix]
+                            [--baselines plain,colocate] [--ab-shared-prefix] [--ppo] [--pin-cores]
 
 Workloads. ``toy`` (default): the config as given (configs/toy.yaml: the SFT'd toy model,
 completions of ~25 tokens). ``r1t1``: the R1-T1 regime where generation dominates: the
@@ -22,8 +22,16 @@ learner's time (LearnerClock): ``scoring`` (the policy forward of the loss), ``r
 policy), ``backward``, ``optimizer`` (the optimizer step), ``other`` (the rest: loss and
 advantage math, TRL's bookkeeping, grad clipping). ``--ab-shared-prefix`` runs ours once
 more with each group's prompt scored n times in the no-grad passes (TRL's way), to
-measure rl/learn/shared_prefix.py. The last line printed is the ratio of the medians
-(plain TRL / ours).
+measure rl/learn/shared_prefix.py. ``--ppo`` runs ours once more with ``grpo.algorithm: ppo``
+(rl/learn/ppo.py; the config's ppo section): the same rollouts and rewards, plus the critic,
+whose forward passes run through the policy's model on its shared base and so count as
+``scoring`` (the loss's pass) and ``reference`` (its no-grad pass for GAE). The last line
+printed is the ratio of the medians (plain TRL / ours).
+
+``--pin-cores`` (Linux) pins our rollout workers to the first core and the learner to the
+others, with torch threads to match: meant with ``--grpo.overlap_generation true`` (and the
+importance-sampling correction it needs), to measure generation overlapping the update on
+cores of their own instead of sharing them.
 
 Baseline ``colocate``: TRL's own vLLM path (``use_vllm``, ``vllm_mode="colocate"``: an
 engine in the learner's process; before each generation TRL merges the LoRA and loads
@@ -156,15 +164,51 @@ def workload_config(config: str, workload: str, overrides: list[str], cache: Pat
     return cfg
 
 
+class PinCores(TrainerCallback):
+    """At the start of training: every thread of each rollout worker process (Ray's
+    ``ray::RolloutWorker``) onto core ``cores[0]``, this learner's thread onto the others and
+    torch's thread count to match (Linux only: ``os.sched_setaffinity`` of each thread id)."""
+
+    def __init__(self):
+        import os
+
+        self.cores = sorted(os.sched_getaffinity(0))
+        if len(self.cores) < 2:
+            raise SystemExit(f"--pin-cores needs at least 2 cores, this process may use {self.cores}")
+        self.workers: list[int] = []
+
+    def on_train_begin(self, args, state, control, **kw):
+        import os
+
+        import torch
+
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::RolloutWorker"):
+                    for tid in os.listdir(f"/proc/{pid}/task"):
+                        os.sched_setaffinity(int(tid), {self.cores[0]})
+                    self.workers.append(int(pid))
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue  # a process that ended while we looked
+        if not self.workers:
+            raise RuntimeError("--pin-cores: no ray::RolloutWorker process found to pin")
+        learner = set(self.cores[1:])
+        os.sched_setaffinity(0, learner)
+        torch.set_num_threads(len(learner))
+        print(f"[bench step] pinned rollout worker(s) {self.workers} to core {self.cores[0]}, the learner to "
+              f"{sorted(learner)} ({len(learner)} torch thread(s))", flush=True)
+
+
 def forced_length(cfg) -> bool:
     return bool(getattr(cfg.sampling, "ignore_eos", False))
 
 
-def ours(cfg, steps: int, out: Path, shared_prefix: bool = True) -> dict:
-    from rl.learn.sft import cold_start_adapter
-    from rl.learn.grpo import train
-    from rl.learn.trl_bridge import RolloutGRPOTrainer
+def ours(cfg, steps: int, out: Path, shared_prefix: bool = True, pin_cores: bool = False) -> dict:
+    """Our path with the learner the config names (GRPO, or PPO with ``grpo.algorithm: ppo``)."""
     from rl.core.runs import read_metrics
+    from rl.learn import trainer_for
+    from rl.learn.sft import cold_start_adapter
+    from rl.learn.trl_bridge import RolloutGRPOTrainer
 
     cfg.model.init_adapter = cold_start_adapter(cfg)  # before output_dir moves: the same adapter as plain TRL's
     cfg.grpo.max_steps, cfg.grpo.save_steps, cfg.run_name, cfg.output_dir = steps, 10**6, "bench-ours", str(out)
@@ -172,7 +216,7 @@ def ours(cfg, steps: int, out: Path, shared_prefix: bool = True) -> dict:
     clock = LearnerClock()
     RolloutGRPOTrainer.share_prompt_prefix = shared_prefix
     try:
-        train(cfg, out / "bench-ours", callbacks=[clock])
+        trainer_for(cfg)(cfg, out / "bench-ours", callbacks=[clock, *([PinCores()] if pin_cores else [])])
     finally:
         RolloutGRPOTrainer.share_prompt_prefix = True
     records = read_metrics(out / "bench-ours")[1:]
@@ -313,15 +357,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated: plain (TRL's transformers generation), colocate (TRL's vLLM colocate)")
     parser.add_argument("--ab-shared-prefix", action="store_true",
                         help="also run ours with TRL's per-sample prompt scoring in the no-grad passes")
+    parser.add_argument("--ppo", action="store_true", help="also run ours with grpo.algorithm: ppo (a PPO step)")
+    parser.add_argument("--pin-cores", action="store_true",
+                        help="our rollout workers on the first core, the learner on the others (with overlap_generation)")
     args, overrides = parser.parse_known_args(argv)
     baselines = [b for b in args.baselines.split(",") if b]
     if unknown := set(baselines) - {"plain", "colocate"}:
         parser.error(f"--baselines: unknown {sorted(unknown)}; known: plain, colocate")
     config = lambda: workload_config(args.config, args.workload, overrides)  # noqa: E731 - a fresh one per run
     cfg = config()
-    runs = [("ours", lambda d: ours(config(), args.steps, d))]
+    runs = [("ours", lambda d: ours(config(), args.steps, d, pin_cores=args.pin_cores))]
     if args.ab_shared_prefix:
         runs.append(("ours, prompt per sample", lambda d: ours(config(), args.steps, d, shared_prefix=False)))
+    if args.ppo:
+        ppo = ["--grpo.algorithm", "ppo", "--grpo.overlap_generation", "false"]
+        runs.append(("ours, PPO", lambda d: ours(workload_config(args.config, args.workload, [*overrides, *ppo]),
+                                                 args.steps, d)))
     if "plain" in baselines:
         runs.append(("plain TRL", lambda d: plain_trl(config(), args.steps, d)))
     if "colocate" in baselines:
@@ -347,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
               for name in ("ours", "ours, prompt per sample")}
         print(f"shared prompt prefix: reference pass {ab['ours, prompt per sample']:.2f} -> {ab['ours']:.2f} s/step; "
               f"step {medians['ours, prompt per sample']:.2f} -> {medians['ours']:.2f} s")
+    if "ours, PPO" in medians:
+        print(f"PPO step / GRPO step (ours): {medians['ours, PPO']:.2f} / {medians['ours']:.2f} s = "
+              f"{medians['ours, PPO'] / medians['ours']:.2f}x")
     for name in ("TRL vLLM colocate", "plain TRL"):  # the last line is the ratio against plain TRL
         if name in medians:
             print(f"speedup ({name} s/step / ours s/step, medians over {args.rounds} round(s)): "

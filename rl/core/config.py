@@ -196,6 +196,15 @@ class PPOSettings:
     critic_lora_r: int = 16
     critic_lora_alpha: int = 32
     critic_learning_rate: float | None = None  # None: grpo.learning_rate
+    # A separate critic model instead (a dir, hub id or provider name such as "toy"; e.g. a smaller model of
+    # the same family): frozen, with its own LoRA (critic_lora_r) and value head. It reads the policy's token
+    # ids, so it must have the policy's tokenizer. None: the critic shares the policy's base (above).
+    critic_model: str | None = None
+    # Adaptive KL (Ziegler et al. 2019, "Fine-Tuning Language Models from Human Preferences"): after each
+    # generation, grpo.beta (the start) is scaled by 1 + clip(KL / kl_target - 1, +-0.2) * completions /
+    # kl_horizon, KL being the mean per-completion sum of logp - ref_logp. None: beta stays fixed.
+    kl_target: float | None = None
+    kl_horizon: int = 10000
 
 
 @dataclass
@@ -525,13 +534,20 @@ def check_ppo(cfg: Config, where: str) -> None:
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{where}: ppo.{key} must be in [0, 1] (GAE's discount and lambda), got {value}")
     for key in ("vf_coef", "cliprange_value", "critic_lora_r", "critic_lora_alpha", "minibatches",
-                "critic_learning_rate"):
+                "critic_learning_rate", "kl_target", "kl_horizon"):
         value = getattr(p, key)
         if value is not None and value <= 0:
             raise ConfigError(f"{where}: ppo.{key} must be > 0, got {value}")
     if cfg.grpo.algorithm == "ppo" and cfg.grpo.overlap_generation:
         raise ConfigError(f"{where}: grpo.overlap_generation is GRPO-only; with grpo.algorithm: ppo set it to false "
                           "(the critic's values and GAE are computed on the step's own policy)")
+    if p.kl_target is not None and cfg.grpo.beta <= 0:
+        raise ConfigError(f"{where}: ppo.kl_target adapts grpo.beta from its start, which must be > 0 (with beta 0 "
+                          "there is no reference model to measure the KL against); got grpo.beta "
+                          f"{cfg.grpo.beta}")
+    if p.critic_model is not None and not p.critic_model.strip():
+        raise ConfigError(f"{where}: ppo.critic_model is empty; give a model dir, hub id or provider name, or null "
+                          "for the critic on the policy's own base")
     if cfg.grpo.algorithm == "ppo" and cfg.grpo.prompts_per_step * cfg.sampling.n < 2:
         raise ConfigError(f"{where}: grpo.algorithm: ppo needs at least 2 completions per step (grpo.prompts_per_step "
                           f"x sampling.n = {cfg.grpo.prompts_per_step * cfg.sampling.n})")

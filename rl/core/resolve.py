@@ -17,9 +17,10 @@ def world(cfg: Config, name: str):
     return provider(name).world(cfg)
 
 
-def model_path(cfg: Config) -> str:
-    """A local dir or hub id for the base model; a provider name gives its world's model."""
-    name = cfg.model.name_or_path
+def model_path(cfg: Config, name: str | None = None) -> str:
+    """A local dir or hub id for the base model (or the model ``name``, e.g. ppo.critic_model);
+    a provider name gives its world's model."""
+    name = cfg.model.name_or_path if name is None else name
     return str(world(cfg, name).model_dir) if is_provided(name) else name
 
 

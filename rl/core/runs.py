@@ -220,7 +220,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 
 # PPO's learner figures (rl/learn/ppo.py), one panel each in plots/ppo.png when metrics.jsonl has them
 PPO_PLOT_KEYS = ("value_loss", "explained_variance", "value_mean", "return_mean", "policy_clipfrac",
-                 "value_clipfrac", "advantage_mean", "advantage_std", "kl_penalty")
+                 "value_clipfrac", "advantage_mean", "advantage_std", "kl_penalty", "kl_sequence", "beta")
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:

@@ -12,7 +12,10 @@ accumulation, ``num_iterations`` as PPO epochs) and everything rl/learn/grpo.py 
 
 * the critic (:class:`Critic`): a value head (one linear layer on the last hidden state) on the
   same frozen base, with its own LoRA adapter beside the policy's (PEFT multi-adapter: no second
-  copy of the base weights); checkpointed with the policy and restored by ``--resume``;
+  copy of the base weights), or on a separate frozen model of its own (``ppo.critic_model``);
+  checkpointed with the policy and restored by ``--resume``;
+* adaptive KL (:func:`adaptive_beta`, ``ppo.kl_target``): Ziegler et al.'s controller, which TRL
+  dropped with its PPOTrainer;
 * the advantages (:meth:`PPOLearner.prepare`): the sequence reward at the last token plus a
   per-token KL penalty ``-beta * (logp - ref_logp)`` (or KL in the loss, ``ppo.kl_in_reward``),
   GAE(gamma, lambda) (:func:`gae`), whitening;
@@ -115,34 +118,39 @@ def clipped_value_loss(values, old_values, returns, cliprange_value: float):
     return 0.5 * torch.maximum(unclipped, clipped), (clipped > unclipped).float()
 
 
+def adaptive_beta(beta: float, kl: float, target: float, completions: int, horizon: int) -> float:
+    """The next KL coefficient of Ziegler et al. (2019)'s adaptive controller: the error
+    ``kl / target - 1`` clipped to +-0.2, times ``completions / horizon``, scales ``beta``
+    (``kl``: the step's mean per-completion KL to the reference)."""
+    error = max(-0.2, min(0.2, kl / target - 1.0))
+    return beta * (1.0 + error * completions / horizon)
+
+
 # ----------------------------------------------------------------------------- the critic
 
 class Critic:
-    """A value head on the policy's PEFT model, with its own LoRA adapter (``CRITIC_ADAPTER``).
+    """A value head on a PEFT model's last hidden state, trained through its own LoRA adapter
+    (``CRITIC_ADAPTER``). Build it with :func:`shared_base_critic` (on the policy's PEFT model,
+    beside the policy's adapter) or :func:`separate_critic` (on a model of its own).
 
-    The head is registered inside the model (so accelerate moves it, DDP reduces its gradients
-    and the Trainer's optimizer state holds it) and kept in fp32. Switching adapters with
-    PEFT's ``set_adapter`` also sets requires_grad on the inactive adapter to False (and TRL's
-    reference pass switches them too); :meth:`use` puts requires_grad back on every trainable
-    critic and policy parameter, or their gradients would not accumulate in the backward pass."""
+    The head is registered inside the model it reads (so accelerate moves it, and for the shared
+    base DDP reduces its gradients and the Trainer clips them) and kept in fp32. On the shared base,
+    switching adapters with PEFT's ``set_adapter`` also sets requires_grad on the inactive adapter
+    to False (and TRL's reference pass switches them too); :meth:`use` puts requires_grad back on
+    every trainable critic and policy parameter, or their gradients would not accumulate in the
+    backward pass. A separate critic is outside the Trainer's (DDP-wrapped) model:
+    :class:`SeparateCriticGradients` reduces and clips its gradients."""
 
-    def __init__(self, peft_model, r: int, alpha: int, target_modules: list[str], dropout: float = 0.0):
-        from peft import LoraConfig
-
-        self.model = peft_model
+    def __init__(self, peft_model, separate: bool):
+        self.model, self.separate = peft_model, separate
         self.checkpointing_kwargs: dict | None = None  # the Trainer's gradient_checkpointing_kwargs
-        policy = peft_model.peft_config[POLICY_ADAPTER]
-        peft_model.add_adapter(CRITIC_ADAPTER, LoraConfig(
-            r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules or policy.target_modules,
-            task_type="CAUSAL_LM"))
-        peft_model.set_adapter(POLICY_ADAPTER)
         hidden = peft_model.get_base_model().config.get_text_config().hidden_size
         head = torch.nn.Linear(hidden, 1, dtype=torch.float32)
         torch.nn.init.zeros_(head.weight)  # V = 0 at the start: no made-up value before the critic learns
         torch.nn.init.zeros_(head.bias)
         head.to(next(peft_model.parameters()).device)
         peft_model.get_base_model().add_module("ppo_value_head", head)
-        adapters = (f".{CRITIC_ADAPTER}.", f".{POLICY_ADAPTER}.")
+        adapters = (f".{CRITIC_ADAPTER}.",) if separate else (f".{CRITIC_ADAPTER}.", f".{POLICY_ADAPTER}.")
         self.trainable = [p for n, p in peft_model.named_parameters()
                           if "lora_" in n and any(a in n for a in adapters)] + list(head.parameters())
         self.restore_grads()
@@ -162,7 +170,11 @@ class Critic:
 
     @contextlib.contextmanager
     def use(self):
-        """The critic's adapter active inside, the policy's after (requires_grad kept on both)."""
+        """The critic's adapter active inside, the policy's after (requires_grad kept on both);
+        nothing to switch on a separate model."""
+        if self.separate:
+            yield
+            return
         self.model.set_adapter(CRITIC_ADAPTER)
         self.restore_grads()
         try:
@@ -174,12 +186,16 @@ class Critic:
     def values(self, model, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
         """(B, T) values of the states before each completion token: the head on the last hidden
         state at the position that predicts the token. ``model`` is the trainer's (maybe DDP-
-        wrapped) model, so the forward pass goes where the policy's does; only one position's
-        logits are computed (``logits_to_keep=1``)."""
+        wrapped) model, which a shared-base critic runs through, so the forward pass goes where
+        the policy's does; only one position's logits are computed (``logits_to_keep=1``)."""
         from trl.models.utils import disable_gradient_checkpointing
 
         input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
         attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+        if self.separate:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            hidden = out.last_hidden_state[:, prompt_ids.shape[1] - 1:-1]
+            return self.head(hidden.float()).squeeze(-1)
         # Not checkpointed: a checkpointed pass is recomputed in the backward pass with the adapter active
         # then, the policy's, so the critic's gradients would be the policy's activations' (shapes differ
         # when the ranks do). The policy's own pass keeps its checkpointing.
@@ -209,39 +225,90 @@ class Critic:
             raise RuntimeError(f"{where}: critic weights the model does not have: {result.unexpected_keys[:3]}")
         with torch.no_grad():
             self.head.load_state_dict(head)
-        self.model.set_adapter(POLICY_ADAPTER)
+        if not self.separate:
+            self.model.set_adapter(POLICY_ADAPTER)
         self.restore_grads()
+
+
+def shared_base_critic(peft_model, r: int, alpha: int, target_modules: list[str] | None, dropout: float = 0.0
+                       ) -> Critic:
+    """The critic on the policy's PEFT model: its own LoRA adapter beside the policy's (no second
+    copy of the base weights); the policy's adapter stays the active one."""
+    from peft import LoraConfig
+
+    policy = peft_model.peft_config[POLICY_ADAPTER]
+    peft_model.add_adapter(CRITIC_ADAPTER, LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules or policy.target_modules,
+        task_type="CAUSAL_LM"))
+    peft_model.set_adapter(POLICY_ADAPTER)
+    return Critic(peft_model, separate=False)
+
+
+def separate_critic(model_dir: str, policy_tokenizer, dtype, r: int, alpha: int, target_modules: list[str] | None,
+                    dropout: float, device, trust_remote_code: bool = False) -> Critic:
+    """The critic on a model of its own (``ppo.critic_model``): its body (no LM head), frozen, with
+    a LoRA adapter and the value head. It reads the policy's token ids, so a model whose tokenizer
+    maps tokens otherwise is refused before it is trained on ids it would misread."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel, AutoTokenizer
+
+    from rl.core.config import ConfigError
+
+    if AutoTokenizer.from_pretrained(model_dir).get_vocab() != policy_tokenizer.get_vocab():
+        raise ConfigError(f"ppo.critic_model: {model_dir} has another tokenizer than the policy's; the critic reads "
+                          "the policy's token ids, so it needs the same tokenizer (a model of the same family)")
+    body = AutoModel.from_pretrained(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
+    lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules or None,
+                      task_type="FEATURE_EXTRACTION")
+    return Critic(get_peft_model(body, lora, adapter_name=CRITIC_ADAPTER).to(device), separate=True)
 
 
 # ----------------------------------------------------------------------------- the learner TRL calls
 
 class PPOLearner:
     """What rl/learn/trl_bridge.py's RolloutPPOTrainer calls: :meth:`attach` once the policy is a
-    PEFT model, :meth:`prepare` on each generated batch, :meth:`loss` on each micro-batch."""
+    PEFT model, :meth:`prepare` on each generated batch, :meth:`loss` on each micro-batch.
+
+    ``beta`` is the KL coefficient of the generation being prepared and the next: grpo.beta, or
+    with ``ppo.kl_target`` the adaptive controller's, moved by each :meth:`prepare` (and kept in
+    checkpoints: CriticCheckpoint); ``generation_beta`` the one the current generation uses."""
 
     def __init__(self, cfg: Config):
-        self.settings, self.grpo, self.lora = cfg.ppo, cfg.grpo, cfg.lora
+        self.cfg, self.settings, self.grpo, self.lora = cfg, cfg.ppo, cfg.grpo, cfg.lora
         self.critic: Critic | None = None
+        self.beta = self.generation_beta = cfg.grpo.beta
 
     def callbacks(self, checkpoint: Path | None) -> list[TrainerCallback]:
-        """The Trainer callbacks PPO needs: the critic saved with each checkpoint, and loaded
-        back from ``checkpoint`` (the one being resumed, if any)."""
-        return [CriticCheckpoint(self, checkpoint)]
+        """The Trainer callbacks PPO needs: the critic (and the adaptive beta) saved with each
+        checkpoint, and loaded back from ``checkpoint`` (the one being resumed, if any); a separate
+        critic's gradients reduced over the learner processes and clipped."""
+        own = [SeparateCriticGradients(self)] if self.settings.critic_model else []
+        return [CriticCheckpoint(self, checkpoint), *own]
 
     @property
     def critic_learning_rate(self) -> float:
         return self.settings.critic_learning_rate or self.grpo.learning_rate
 
-    def attach(self, peft_model, checkpointing_kwargs: dict | None = None) -> Critic:
-        """Adds the critic (its adapter and value head) to the policy's PEFT model."""
+    def attach(self, peft_model, tokenizer, checkpointing_kwargs: dict | None = None) -> Critic:
+        """Adds the critic (its adapter and value head) to the policy's PEFT model, or loads the
+        separate critic model (``ppo.critic_model``) onto the policy's device."""
         s = self.settings
-        self.critic = Critic(peft_model, s.critic_lora_r, s.critic_lora_alpha, self.lora.target_modules,
-                             self.lora.dropout)
+        if s.critic_model:
+            from rl.core import resolve
+            from rl.core.config import torch_dtype
+
+            self.critic = separate_critic(
+                resolve.model_path(self.cfg, s.critic_model), tokenizer, torch_dtype(self.cfg.model.dtype),
+                s.critic_lora_r, s.critic_lora_alpha, self.lora.target_modules, self.lora.dropout,
+                next(peft_model.parameters()).device, self.cfg.model.trust_remote_code)
+        else:
+            self.critic = shared_base_critic(peft_model, s.critic_lora_r, s.critic_lora_alpha,
+                                             self.lora.target_modules, self.lora.dropout)
         self.critic.checkpointing_kwargs = checkpointing_kwargs
         return self.critic
 
-    def prepare(self, model, batch: dict, scores: torch.Tensor, scored: torch.Tensor, beta: float,
-                reduce: Reduce) -> dict[str, float]:
+    def prepare(self, model, batch: dict, scores: torch.Tensor, scored: torch.Tensor, reduce: Reduce
+                ) -> dict[str, float]:
         """Adds ``advantages``, ``returns``, ``old_values`` and ``value_mask`` (B, T) to the batch;
         returns the step's PPO figures. ``scores``: each completion's reward; ``scored``: False
         where no reward function could score it (no advantage, no value target, as TRL's NaN
@@ -254,6 +321,7 @@ class PPOLearner:
                                         batch["completion_mask"]) * mask
         ref = batch.get("ref_per_token_logps")
         kl = None if ref is None else (batch["old_per_token_logps"] - ref) * mask
+        beta = self.generation_beta = self.beta
         rewards = token_rewards(torch.nan_to_num(scores.float()) * scored.float(), mask,
                                 kl if s.kl_in_reward else None, beta)
         advantages, returns = gae(rewards, values, value_mask, s.gamma, s.lam)
@@ -267,12 +335,18 @@ class PPOLearner:
         }
         if kl is not None:
             figures["kl_penalty"] = masked_moments(kl, mask, reduce)[1]  # mean logp - ref_logp of the samples
+        figures["beta"] = beta
+        if s.kl_target is not None and kl is not None:
+            totals = reduce(torch.stack([kl.sum(), torch.tensor(float(len(kl)), device=kl.device)]))
+            completions = int(totals[1])
+            figures["kl_sequence"] = float(totals[0]) / max(completions, 1)
+            self.beta = adaptive_beta(beta, figures["kl_sequence"], s.kl_target, completions, s.kl_horizon)
         if s.whiten_advantages:
             advantages = whiten(advantages, value_mask, reduce)
         batch.update(advantages=advantages, returns=returns, old_values=values, value_mask=value_mask)
         return figures
 
-    def loss(self, model, inputs: dict, logps: torch.Tensor, beta: float, reduce: Reduce,
+    def loss(self, model, inputs: dict, logps: torch.Tensor, reduce: Reduce,
              importance_ratio: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """The micro-batch's summed (not yet normalised) token loss: clipped policy surrogate
         (times TRL's importance-sampling ratio when given), plus the KL term when it is not in the
@@ -289,7 +363,7 @@ class PPOLearner:
             kl = torch.exp(ref - logps) - (ref - logps) - 1
             figures["kl"] = masked_moments(kl.detach(), mask, reduce)[1]
             if not s.kl_in_reward:
-                policy = policy + beta * kl
+                policy = policy + self.generation_beta * kl
         values = self.critic.values(model, inputs["prompt_ids"], inputs["prompt_mask"], inputs["completion_ids"],
                                     inputs["completion_mask"])
         value, value_clipped = clipped_value_loss(values, inputs["old_values"], inputs["returns"], s.cliprange_value)
@@ -306,10 +380,12 @@ class PPOLearner:
 # ----------------------------------------------------------------------------- checkpoints and training
 
 class CriticCheckpoint(TrainerCallback):
-    """The critic's LoRA and value head in every checkpoint (:data:`CRITIC_FILE`), loaded back
-    when resuming. The Trainer saves only the PEFT adapters and restores the optimizer and
-    scheduler (the critic's group included) itself; the head is no PEFT weight, so it would be
-    lost. ``on_train_begin`` runs after the Trainer's own loading, before any generation."""
+    """The critic's LoRA and value head in every checkpoint (:data:`CRITIC_FILE`), with the KL
+    coefficient of the next generation in its metadata (adaptive KL moves it), loaded back when
+    resuming. The Trainer saves only the policy's PEFT adapters and restores the optimizer and
+    scheduler (the critic's group included) itself; the head is no PEFT weight and a separate
+    critic no part of the policy, so they would be lost. ``on_train_begin`` runs after the
+    Trainer's own loading, before any generation."""
 
     def __init__(self, learner: PPOLearner, checkpoint: Path | None):
         self.learner, self.checkpoint = learner, checkpoint
@@ -327,9 +403,10 @@ class CriticCheckpoint(TrainerCallback):
     def save(self, path: Path) -> None:
         from safetensors.torch import save_file
 
-        save_file(self.learner.critic.state_dict(), str(path))
+        save_file(self.learner.critic.state_dict(), str(path), metadata={"beta": repr(self.learner.beta)})
 
     def on_train_begin(self, args, state, control, **kw):
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
         if self.checkpoint is None:
@@ -341,6 +418,32 @@ class CriticCheckpoint(TrainerCallback):
         device = next(self.learner.critic.head.parameters()).device
         weights = {k: v.to(device) for k, v in load_file(str(path)).items()}
         self.learner.critic.load_state_dict(weights, where=str(path))
+        with safe_open(str(path), "pt") as saved:
+            beta = (saved.metadata() or {}).get("beta")
+        if beta is not None:
+            self.learner.beta = float(beta)
+
+
+class SeparateCriticGradients(TrainerCallback):
+    """A separate critic (``ppo.critic_model``) is outside the Trainer's model, so neither DDP
+    nor the Trainer's clipping reaches its gradients: before each optimizer step they are
+    averaged over the learner processes and clipped to ``max_grad_norm`` here."""
+
+    def __init__(self, learner: PPOLearner):
+        self.learner = learner
+
+    def on_pre_optimizer_step(self, args, state, control, **kw):
+        import torch.distributed as dist
+
+        params = self.learner.critic.parameters()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for p in params:
+                if p.grad is None:  # every process runs the critic, so this is only a step without its loss
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad)
+                p.grad /= dist.get_world_size()
+        if args.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
 
 
 def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbacks=()):

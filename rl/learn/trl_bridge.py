@@ -321,7 +321,7 @@ def _define_ppo_trainer(base):
             self._gathered_rewards = None  # TRL's rewards of the batch being scored (all processes)
             super().__init__(**kwargs)
             # the PEFT model TRL built: the critic's adapter goes beside the policy's
-            learner.attach(self.model, self.args.gradient_checkpointing_kwargs)
+            learner.attach(self.model, self.processing_class, self.args.gradient_checkpointing_kwargs)
 
         def create_optimizer(self, *args, **kwargs):
             """TRL's / the Trainer's optimizer for the policy, plus one group for the critic at
@@ -360,7 +360,7 @@ def _define_ppo_trainer(base):
                         self.model, torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1),
                         torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1),
                         batch["completion_ids"].size(1))[0]
-            figures = self.learner.prepare(self.model, batch, scores, scored, self.beta, self._reduce)
+            figures = self.learner.prepare(self.model, batch, scores, scored, self._reduce)
             self._log_ppo(figures)
             return batch
 
@@ -369,7 +369,8 @@ def _define_ppo_trainer(base):
 
         def _log_ppo(self, figures: dict[str, float]) -> None:
             """Into TRL's per-step metrics (averaged over the step's micro-batches when logged):
-            ``kl`` and ``entropy`` under GRPO's names, the rest as ``ppo/<name>``."""
+            ``kl`` and ``entropy`` under GRPO's names, the rest as ``ppo/<name>`` (``ppo/beta``: the KL
+            coefficient the step used, which ``ppo.kl_target`` adapts)."""
             for name, value in figures.items():
                 if not math.isnan(value):  # e.g. explained variance of returns that do not vary
                     self._metrics["train"][name if name in ("kl", "entropy") else f"ppo/{name}"].append(value)
@@ -383,7 +384,7 @@ def _define_ppo_trainer(base):
                 model, input_ids, attention_mask, inputs["completion_ids"].size(1), compute_entropy=True)
             if self._on_logp_gap is not None:
                 self._on_logp_gap(*_sampler_gap(inputs["old_per_token_logps"], inputs))
-            loss, figures = self.learner.loss(model, inputs, logps, self.beta, self._reduce,
+            loss, figures = self.learner.loss(model, inputs, logps, self._reduce,
                                               importance_ratio=inputs.get("importance_sampling_ratio"))
             mask = inputs["completion_mask"].float()
             totals = self._reduce(torch.stack([(entropies.detach() * mask).sum(), mask.sum()]))

@@ -150,9 +150,10 @@ def known_shape(name: str) -> ModelShape | None:
     return None
 
 
-def model_shape(cfg: Config) -> tuple[ModelShape | None, str]:
-    """The model's shape and where it came from; never loads weights."""
-    name = cfg.model.name_or_path
+def model_shape(cfg: Config, name: str | None = None) -> tuple[ModelShape | None, str]:
+    """The model's shape (or model ``name``'s, e.g. ppo.critic_model) and where it came from;
+    never loads weights."""
+    name = cfg.model.name_or_path if name is None else name
     if name == "toy":
         t = cfg.toy
         shape = ModelShape("toy", t.hidden_size, t.num_layers, t.num_heads, t.num_heads, t.intermediate_size,
@@ -224,7 +225,7 @@ def micro_batch(cfg: Config, processes: int) -> tuple[int, int]:
 
 
 def estimate_memory(cfg: Config, model_shape: ModelShape, gpu_memory_gb: float | None,
-                    processes: int | None = None) -> dict[str, Any]:
+                    processes: int | None = None, critic_shape: ModelShape | None = None) -> dict[str, Any]:
     """Memory (GiB) of one learner process, one rollout worker and the COMET actor.
 
     Learner: weights (model.dtype) + LoRA in fp32 (PEFT keeps adapters in fp32 beside a
@@ -237,7 +238,9 @@ def estimate_memory(cfg: Config, model_shape: ModelShape, gpu_memory_gb: float |
     PPO (grpo.algorithm: ppo) adds the critic: its LoRA (ppo.critic_lora_r) with fp32 gradients
     and Adam moments (16 bytes per parameter) and the value head, and the activations of its
     forward pass, never checkpointed (rl/learn/ppo.py: Critic.values) and alive beside the
-    policy's until the one backward pass; no second copy of the base weights.
+    policy's until the one backward pass; no second copy of the base weights. With a separate
+    critic model (ppo.critic_model, shape ``critic_shape``) its own weights (model.dtype) count too,
+    and its LoRA and activations are sized on its shape.
 
     Rollout worker (vLLM): it claims gpu_memory_utilization x GPU memory whatever the
     model; that budget must hold weights (rollout.dtype) + LoRA slots + the KV cache of
@@ -274,9 +277,12 @@ def estimate_memory(cfg: Config, model_shape: ModelShape, gpu_memory_gb: float |
         "cuda_context": CUDA_CONTEXT_GIB,
     }
     if g.algorithm == "ppo":
-        critic_lora, _ = s.lora_params(cfg.ppo.critic_lora_r, cfg.lora.target_modules)
-        learner["critic"] = (critic_lora + s.hidden_size + 1) * 16 / GIB
-        learner["critic_activations"] = tokens * s.hidden_size * s.num_layers * act_factor / GIB
+        c = critic_shape or s
+        if critic_shape is not None:
+            learner["critic_weights"] = c.params() * wbytes / GIB
+        critic_lora, _ = c.lora_params(cfg.ppo.critic_lora_r, cfg.lora.target_modules)
+        learner["critic"] = (critic_lora + c.hidden_size + 1) * 16 / GIB
+        learner["critic_activations"] = tokens * c.hidden_size * c.num_layers * act_factor / GIB
     learner["total"] = sum(learner.values())
 
     rbytes = DTYPE_BYTES.get(ro.dtype, s.dtype_bytes)
@@ -574,7 +580,9 @@ def print_plan(cfg: Config, out=None) -> int:
     device = "GPU" if gpu_plan else "CPU"
     say(f"  learner     {processes} process(es) on {nodes} node(s) (accelerate launch; rank r -> node r//{gpus_per_node}, "
         f"{device} r%{gpus_per_node}): TRL GRPOTrainer + LoRA r={adapter_rank(cfg)}"
-        + (f"; PPO critic: value head + LoRA r={cfg.ppo.critic_lora_r} on the same base" if g.algorithm == "ppo" else ""))
+        + (f"; PPO critic: value head + LoRA r={cfg.ppo.critic_lora_r} on "
+           + (f"its own model {cfg.ppo.critic_model}" if cfg.ppo.critic_model else "the same base")
+           if g.algorithm == "ppo" else ""))
     if ro.backend == "vllm":
         say("  Ray         not used (rollout.backend=vllm: one engine inside rank 0)")
     else:
@@ -597,7 +605,12 @@ def print_plan(cfg: Config, out=None) -> int:
         warnings.append(f"model shape {shape_from}: no memory estimate; pass a local model dir to get one")
         return _finish(say, processes, gpu_plan, nodes, errors, warnings)
 
-    mem = estimate_memory(cfg, shape, gpu_gib, processes)
+    critic_shape = None
+    if g.algorithm == "ppo" and cfg.ppo.critic_model:
+        critic_shape, critic_from = model_shape(cfg, cfg.ppo.critic_model)
+        if critic_shape is None:
+            warnings.append(f"ppo.critic_model shape {critic_from}: its weights are not in the memory estimate")
+    mem = estimate_memory(cfg, shape, gpu_gib, processes, critic_shape)
     if mem["unknown_lora_modules"]:
         warnings.append(f"lora.target_modules {mem['unknown_lora_modules']} are not linear layers of this shape; "
                         "not counted")
@@ -608,7 +621,7 @@ def print_plan(cfg: Config, out=None) -> int:
     say(f"  learner process   {learner['total']:6.2f} = " + _fmt_parts(learner, [
         ("weights", "weights"), ("lora", "LoRA"), ("lora_ref", "ref adapter"), ("grads_adam", "grads+Adam"),
         ("activations", "activations" + (" (checkpointed)" if g.gradient_checkpointing else "")),
-        ("logits", "logits"), ("critic", "critic LoRA+head+grads+Adam"),
+        ("logits", "logits"), ("critic_weights", "critic model"), ("critic", "critic LoRA+head+grads+Adam"),
         ("critic_activations", "critic activations"), ("cuda_context", "CUDA context")]))
     if ro.backend == "hf":
         say(f"  hf worker         {worker['total']:6.2f} = weights {worker['weights']:.2f} + KV for "
