@@ -77,7 +77,7 @@ def test_bad_config_fails_before_any_model_loads(tmp_path, capsys, monkeypatch, 
 # ----------------------------------------------------------------------------- learner pieces, no engine
 
 class _Batches:
-    """The bits of a transformers Trainer that rl.rollout.feed.add_lookahead touches."""
+    """The Trainer's ``get_batch_samples``, which rl.rollout.feed.Lookahead reads through."""
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         samples = []
@@ -90,18 +90,18 @@ class _Batches:
 
 
 def test_lookahead_hands_the_trainer_the_same_batches_and_shows_the_next_prompts():
-    from rl.rollout.feed import RolloutFeed, add_lookahead
+    from rl.rollout.feed import Lookahead, RolloutFeed
 
     def epoch(tag, steps=3, accumulation=2):
         return [[{"prompt": f"{tag}{step}.{micro}"} for _ in range(2)] for step in range(steps) for micro in range(accumulation)]
 
     plain, looking = _Batches(), _Batches()
     feed = RolloutFeed(engine=None, tokenizer=None, sampling=None, seed=0, stats=None)
-    add_lookahead(looking, feed)
+    lookahead = Lookahead(feed)
     for tag in ("a", "b"):  # two epochs: a fresh iterator each
         want_it, got_it = iter(epoch(tag)), iter(epoch(tag))
         for step in range(4):  # the 4th call finds the epoch exhausted
-            want, got = plain.get_batch_samples(want_it, 2, None), looking.get_batch_samples(got_it, 2, None)
+            want, got = plain.get_batch_samples(want_it, 2, None), lookahead.read(looking.get_batch_samples, got_it, 2, None)
             assert got == want
             # TRL generates a step from its first batch: the feed sees the next step's
             upcoming = [f"{tag}{step + 1}.0"] * 2 if step + 1 < 3 else None

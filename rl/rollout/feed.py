@@ -12,7 +12,7 @@ the engine samples while the learner scores, computes the loss and updates.
 Those samples come from the adapter one step behind. TRL's importance-sampling
 correction (the workers' logprobs against the learner's) weights them for it,
 which is why overlap requires the correction. The next step's prompts are read
-one step ahead from the trainer's batches (:func:`add_lookahead`); if they differ
+one step ahead from the trainer's batches (:class:`Lookahead`); if they differ
 from what TRL then asks for, the prefetched samples are dropped and that step
 generates in place (counted in ``rollout/prefetch_misses``).
 """
@@ -36,7 +36,7 @@ class RolloutFeed:
         self.overlap = overlap
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="rollout-prefetch") if overlap else None
         self._pending: tuple[tuple, Future] | None = None
-        self.next_prompts: Callable[[], list[str] | None] = lambda: None  # set by add_lookahead
+        self.next_prompts: Callable[[], list[str] | None] = lambda: None  # set by Lookahead
         self.before_prefetch: Callable[[], None] = lambda: None  # resume hook (rl/learn/grpo.py)
 
     def __call__(self, prompts: list[str], trainer) -> dict[str, list]:
@@ -113,15 +113,20 @@ def _as_trl_output(results: list[Any]) -> dict[str, list]:
     return out
 
 
-def add_lookahead(trainer, feed: RolloutFeed) -> None:
-    """Show ``feed`` the next optimizer step's prompts. The Trainer reads each
-    step's batches through ``get_batch_samples``; this reads one step further
-    and hands the Trainer the batches it would have read anyway, in order. TRL
-    generates for a step from its first batch."""
-    fetch = trainer.get_batch_samples
-    ahead: dict[str, Any] = {}
+class Lookahead:
+    """Shows ``feed`` the next optimizer step's prompts. The Trainer reads each step's batches
+    through ``get_batch_samples``; RolloutGRPOTrainer's override passes its reads through
+    :meth:`read`, which reads one step further and hands the Trainer the batches it would have
+    read anyway, in order. TRL generates for a step from its first batch."""
 
-    def get_batch_samples(epoch_iterator, num_batches, device):
+    def __init__(self, feed: RolloutFeed):
+        self._ahead: dict[str, Any] = {}  # the iterator read ahead of, and what was read from it
+        feed.next_prompts = self.next_prompts
+
+    def read(self, fetch: Callable, epoch_iterator, num_batches: int, device):
+        """``fetch(epoch_iterator, num_batches, device)``'s answer for this step (the one read
+        ahead at the previous call, if from the same iterator), reading the next step's too."""
+        ahead = self._ahead
         if ahead.get("iterator") is epoch_iterator:
             current = ahead["samples"]
         else:
@@ -132,5 +137,6 @@ def add_lookahead(trainer, feed: RolloutFeed) -> None:
             ahead.update(iterator=epoch_iterator, samples=upcoming)
         return current
 
-    trainer.get_batch_samples = get_batch_samples
-    feed.next_prompts = lambda: [row["prompt"] for row in ahead["samples"][0][0]] if ahead else None
+    def next_prompts(self) -> list[str] | None:
+        """The prompts of the next step's first batch; None at the end of an epoch."""
+        return [row["prompt"] for row in self._ahead["samples"][0][0]] if self._ahead else None
