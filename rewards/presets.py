@@ -51,6 +51,11 @@
     earned *more* chrF than a clean one (chrF weights recall twice), and the toy
     GRPO runs learned to write such completions.
 
+``bleu-format``: chrf-format with sentence BLEU in place of chrF.
+``chrf-format-coverage``: chrf-format plus ``COVERAGE_WEIGHT`` x the reasoning's source
+    coverage (rewards/reasoning.py) when the format holds: a reward on the reasoning as
+    well as the answer.
+
 Every preset takes ``comet_model``, ``comet_batch_size``, ``comet_gpus`` (None =
 the COMET reward's default) so the trainer can pass its config through.
 """
@@ -63,6 +68,7 @@ from rewards.combine import Combination, Part
 from rewards.format import format_reward
 from rewards.guards import copy_guard, lang_guard, length_guard
 from rewards.lexical import bleu, chrf
+from rewards.reasoning import source_coverage
 
 
 def _comet_kwargs(comet_model, comet_batch_size, comet_gpus) -> dict:
@@ -70,31 +76,43 @@ def _comet_kwargs(comet_model, comet_batch_size, comet_gpus) -> dict:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
-def _metric_format(metric: str, fn, comet_model=None, comet_batch_size=None, comet_gpus=None) -> Combination:
+def _metric_format(metric: str, fn, coverage_weight: float = 0.0) -> Combination:
     """``0.2 + 0.01 * metric`` (a 0-100 metric) when the strict format holds, else 0, plus the
-    three guards. The metric is gated on the format because a mis-tagged completion scored on a
-    lenient parse earns more than a clean one."""
+    three guards; with ``coverage_weight``, plus that times the reasoning's source coverage
+    (rewards/reasoning.py) when the format holds. The metric is gated on the format because a
+    mis-tagged completion scored on a lenient parse earns more than a clean one."""
+    guards = ("copy_guard", "lang_guard", "length_guard")
+
     def total(v: dict[str, list]) -> list[float | None]:
         out = []
-        for m, fmt, *guards in zip(v[metric], v["format"], v["copy_guard"], v["lang_guard"], v["length_guard"]):
-            penalty = sum(g or 0.0 for g in guards)
+        covered = v.get("source_coverage") or [None] * len(v["format"])
+        for i, (m, fmt, cov) in enumerate(zip(v[metric], v["format"], covered)):
+            penalty = sum(v[g][i] or 0.0 for g in guards)
             if not fmt:
                 out.append(penalty)
             else:
-                out.append(None if m is None else 0.2 * fmt + 0.01 * m + penalty)
+                out.append(None if m is None else 0.2 * fmt + 0.01 * m + coverage_weight * (cov or 0.0) + penalty)
         return out
 
-    return Combination([
-        Part(metric, 0.01, fn),
-        Part("format", 0.2, format_reward),
-        Part("copy_guard", 1.0, copy_guard),
-        Part("lang_guard", 1.0, lang_guard),
-        Part("length_guard", 1.0, length_guard),
-    ], total_fn=total, name=f"{metric}-format")
+    parts = [Part(metric, 0.01, fn), Part("format", 0.2, format_reward), *(Part(g, 1.0, f) for g, f in
+             zip(guards, (copy_guard, lang_guard, length_guard)))]
+    if coverage_weight:
+        parts.append(Part("source_coverage", coverage_weight, source_coverage))
+    return Combination(parts, total_fn=total, name=f"{metric}-format" + ("-coverage" if coverage_weight else ""))
 
 
 def chrf_format(comet_model=None, comet_batch_size=None, comet_gpus=None) -> Combination:
     return _metric_format("chrf", chrf)
+
+
+# chrf-format-coverage's weight: full coverage adds 0.1, what 10 chrF points add; the answer stays the main term
+COVERAGE_WEIGHT = 0.1
+
+
+def chrf_format_coverage(comet_model=None, comet_batch_size=None, comet_gpus=None) -> Combination:
+    """chrf-format plus COVERAGE_WEIGHT x the reasoning's source coverage when the format holds:
+    the optional reasoning reward of issue 14 (Hunyuan-MT: answer-only rewards make reasoning generic)."""
+    return _metric_format("chrf", chrf, COVERAGE_WEIGHT)
 
 
 def bleu_format(comet_model=None, comet_batch_size=None, comet_gpus=None) -> Combination:
@@ -180,7 +198,7 @@ def mt_r1_zero(comet_model=None, comet_batch_size=None, comet_gpus=None) -> Comb
     ], total_fn=_mt_r1_zero_total, name="mt-r1-zero")  # .score binds the total to the batch's empty answers
 
 
-PRESETS = {"chrf-format": chrf_format, "bleu-format": bleu_format, "r1t1": r1t1, "mt-r1-zero": mt_r1_zero}
+PRESETS = {"chrf-format": chrf_format, "chrf-format-coverage": chrf_format_coverage, "bleu-format": bleu_format, "r1t1": r1t1, "mt-r1-zero": mt_r1_zero}
 # The registry name of the COMET reward each preset builds above, so ``rewards.check`` (the dry run)
 # can check its model without building the preset.
 PRESET_COMET = {"r1t1": "comet", "mt-r1-zero": "comet_kiwi"}

@@ -45,6 +45,7 @@ _REGISTRY: dict[str, Any] = {
     "copy_guard": "rewards.guards:copy_guard",
     "lang_guard": "rewards.guards:lang_guard",
     "length_guard": "rewards.guards:length_guard",
+    "source_coverage": "rewards.reasoning:source_coverage",
 }
 _COMET_NAMES = {"comet", "comet_kiwi"}
 

@@ -373,3 +373,26 @@ def test_bleu_format_is_chrf_format_with_sentence_bleu():
     assert 0 < b < 100 and set(out.parts) >= {"bleu", "format", "copy_guard"}
     assert out.total[0] == pytest.approx(0.2 + 0.01 * b + sum(out.parts[g][0] or 0 for g in ("copy_guard", "lang_guard", "length_guard")))
     assert reward.score(["src"], [broken], ref, src_lang=["eng_Latn"], tgt_lang=["eng_Latn"]).total[0] <= 0
+
+
+def test_source_coverage_pays_reasoning_that_works_through_the_source():
+    """rewards/reasoning.py: the share of the source's content words the think block quotes or
+    glosses; None without a think block. chrf-format-coverage adds 0.1 x that to chrf-format's
+    total when the format holds, and nothing when it fails."""
+    from rewards.reasoning import source_coverage
+
+    src = ["the girls paint the roads"]
+    glossing = "<think>girls -> sele-li; paint -> peboto; roads -> tomu-ru</think><answer>sele-li tomu-ru peboto</answer>"
+    generic = "<think>Translate carefully and check the grammar.</think><answer>sele-li tomu-ru peboto</answer>"
+    half = "<think>girls -> sele-li; paint: a verb</think><answer>sele-li tomu-ru peboto</answer>"
+    got = source_coverage(src * 4, [glossing, generic, half, "sele-li tomu-ru"], [None] * 4)
+    assert got[:3] == [1.0, 0.0, pytest.approx(2 / 3)] and got[3] is None
+    ref, langs = ["sele-li peboto-li-ko tomu-ru"], dict(src_lang=["eng_Latn"], tgt_lang=["eng_Latn"])
+    plain, covered = rewards.load("chrf-format"), rewards.load("chrf-format-coverage")
+    for text, coverage in ((glossing, 1.0), (generic, 0.0), (half, 2 / 3)):
+        want = plain.score(src, [text], ref, **langs).total[0]
+        out = covered.score(src, [text], ref, **langs)
+        assert out.total[0] == pytest.approx(want + 0.1 * coverage), text
+        assert out.parts["source_coverage"][0] == pytest.approx(coverage)
+    broken = "<think>girls roads paint</think> sele-li"
+    assert covered.score(src, [broken], ref, **langs).total[0] == plain.score(src, [broken], ref, **langs).total[0]

@@ -15,8 +15,11 @@ that model's tokenizer spends more tokens on English), 300-token completions for
 4 prompts per step, two rollout workers (R1T1_OVERRIDES; any ``--section.key value`` given wins
 over them).
 
-The runs are measured in this process, one after the other (ours, the baselines, and
-again per round); the first step of each is a warm-up and is left out. Each row splits
+The runs are measured one after the other (ours, the baselines, and again per round), each in
+a fresh process of its own (:func:`in_own_process`): run in one process, a later run found the
+memory the earlier ones had freed and faulted far fewer pages in (plain TRL's learner on the
+r1t1 workload, alone: 25.6 s/step; after our run in the same process: 20.2 s). The first step
+of each run is a warm-up and is left out. Each row splits
 the step: generation, reward scoring and adapter sync (ours: metrics.jsonl), and the
 learner's time (LearnerClock): ``scoring`` (the policy forward of the loss), ``reference``
 (no-grad passes: the KL reference and, with the importance-sampling correction, the old
@@ -330,6 +333,33 @@ def colocate_baseline(cfg, steps: int, out: Path) -> dict:
         return {"error": error}
 
 
+BASELINES = {"plain": "plain TRL", "colocate": "TRL vLLM colocate"}
+
+
+def run_arm(name: str, config: str, workload: str, overrides: list[str], steps: int, out: str,
+            pin_cores: bool = False) -> dict:
+    """One row of the table: the run ``name`` names (ours and its variants, or a baseline)."""
+    cfg = workload_config(config, workload, overrides)
+    if name == BASELINES["plain"]:
+        return plain_trl(cfg, steps, Path(out))
+    if name == BASELINES["colocate"]:
+        return colocate_baseline(cfg, steps, Path(out))
+    return ours(cfg, steps, Path(out), shared_prefix=name != "ours, prompt per sample", pin_cores=pin_cores)
+
+
+def in_own_process(*args) -> dict:
+    """:func:`run_arm` in a fresh (spawned) Python process: each run starts from the same empty
+    heap, whatever ran before it (module doc). By its importable name: run as
+    ``python -m rl.bench step`` this file is ``__main__``, whose functions a child cannot unpickle."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from rl.bench.step import run_arm as importable
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(importable, *args).result()
+
+
 def split_line(m: dict) -> str:
     """One row's step, split, and the goals' shares (reward <= 5%, sync <= 2% of the step)."""
     step = m["step"]
@@ -369,19 +399,14 @@ def main(argv: list[str] | None = None) -> int:
     baselines = [b for b in args.baselines.split(",") if b]
     if unknown := set(baselines) - {"plain", "colocate"}:
         parser.error(f"--baselines: unknown {sorted(unknown)}; known: plain, colocate")
-    config = lambda: workload_config(args.config, args.workload, overrides)  # noqa: E731 - a fresh one per run
-    cfg = config()
-    runs = [("ours", lambda d: ours(config(), args.steps, d, pin_cores=args.pin_cores))]
+    cfg = workload_config(args.config, args.workload, overrides)  # a bad override fails here, before any run
+    ppo = [*overrides, "--grpo.algorithm", "ppo", "--grpo.overlap_generation", "false"]
+    arms = [("ours", overrides)]
     if args.ab_shared_prefix:
-        runs.append(("ours, prompt per sample", lambda d: ours(config(), args.steps, d, shared_prefix=False)))
+        arms.append(("ours, prompt per sample", overrides))
     if args.ppo:
-        ppo = ["--grpo.algorithm", "ppo", "--grpo.overlap_generation", "false"]
-        runs.append(("ours, PPO", lambda d: ours(workload_config(args.config, args.workload, [*overrides, *ppo]),
-                                                 args.steps, d)))
-    if "plain" in baselines:
-        runs.append(("plain TRL", lambda d: plain_trl(config(), args.steps, d)))
-    if "colocate" in baselines:
-        runs.append(("TRL vLLM colocate", lambda d: colocate_baseline(config(), args.steps, d)))
+        arms.append(("ours, PPO", ppo))
+    arms += [(BASELINES[b], overrides) for b in baselines]
     prompt = "prompts ~150 tokens, " if args.workload == "r1t1" else ""
     header = (f"workload {args.workload}: {cfg.grpo.prompts_per_step} prompts x {cfg.sampling.n} samples, {prompt}"
               f"{'exactly' if forced_length(cfg) else 'max'} {cfg.sampling.max_tokens} new tokens, model "
@@ -390,8 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, dict]] = []
     with tempfile.TemporaryDirectory(prefix="bench-step-") as tmp:
         for r in range(args.rounds):
-            for i, (name, run) in enumerate(runs):
-                rows.append((name, run(Path(tmp) / f"{r}-{i}")))
+            for i, (name, arm_overrides) in enumerate(arms):
+                rows.append((name, in_own_process(name, args.config, args.workload, arm_overrides, args.steps,
+                                                  str(Path(tmp) / f"{r}-{i}"), args.pin_cores)))
                 print(f"[bench step] round {r + 1}: {row_lines(*rows[-1])}", flush=True)  # long runs: as they come
     print(header)
     for name, m in rows:
