@@ -506,24 +506,16 @@ def test_two_learner_processes_train_one_separate_critic_as_one_process_does(ppo
     (ppo.critic_model: toy), which DDP does not reach: after one step, the critic and the policy
     adapter equal a one-process run's, since each rank's gradients are averaged with the other's
     (without that, rank 0's Adam step would follow its half of the batch alone)."""
-    import os
-    import subprocess
-    import sys
-
     from safetensors.torch import load_file
 
     from rl.core.runs import read_metrics
     from rl.learn.ppo import CRITIC_FILE
+    from tests.test_train import launch_two_learners
 
     out, base = ppo_base
     steps = ["--grpo.max_steps", "1", "--ppo.critic_model", "toy"]
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29519",
-           str(REPO / "rl" / "train.py"), "--config", TOY_PPO, "--output_dir", str(out), "--run-name", "ppo-two-procs",
-           *base, *steps, "--rollout.enforce_eager", "true"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    launch_two_learners(ray_cluster, 29519, "--config", TOY_PPO, "--output_dir", str(out), "--run-name", "ppo-two-procs",
+                        *base, *steps)
     two_dir = out / "ppo-two-procs"
     two = read_metrics(two_dir)
     assert [r["learner_processes"] for r in two] == [2]

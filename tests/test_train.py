@@ -280,6 +280,20 @@ def test_overlapped_generation_samples_one_version_behind_and_resumes_exactly(gr
     assert_same_run(straight, resumed, grpo_base_adapter_dir(base), {"reward", "loss", "kl", "sampler_logp_diff"})
 
 
+def launch_two_learners(ray_cluster, port: int, *train_args: str) -> None:
+    """`accelerate launch --multi_gpu --num_processes 2 rl/train.py TRAIN_ARGS` on the session's
+    Ray cluster (eager engines, one torch thread per rank); fails with its output's tail."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+           str(REPO / "rl" / "train.py"), *train_args, "--rollout.enforce_eager", "true"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+
 @pytest.mark.slow
 def test_two_learner_processes_share_one_pool(grpo_base, shared_engine, ray_cluster):
     """`accelerate launch --multi_gpu --num_processes 2 rl/train.py` on CPUs (two gloo processes;
@@ -287,18 +301,10 @@ def test_two_learner_processes_share_one_pool(grpo_base, shared_engine, ray_clus
     session's Ray cluster, rank 1 attaches to it; one adapter push per step; and since the
     sampling seeds follow the global batch, step 1 equals a one-process run's step 1.
     Generation overlaps the update here (the path with per-rank prefetches and barriers)."""
-    import subprocess
-    import sys
-
     out, base = grpo_base
     steps = ["--grpo.max_steps", "2", "--grpo.beta", "0.04", "--grpo.importance_sampling_correction", "true"]
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
-           str(REPO / "rl" / "train.py"), "--config", TOY, "--output_dir", str(out), "--run-name", "two-procs",
-           *base, *steps, "--rollout.enforce_eager", "true", "--grpo.overlap_generation", "true"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    launch_two_learners(ray_cluster, 29517, "--config", TOY, "--output_dir", str(out), "--run-name", "two-procs",
+                        *base, *steps, "--grpo.overlap_generation", "true")
     two = read_metrics(out / "two-procs")
     assert [r["step"] for r in two] == [1, 2]
     assert all(r["learner_processes"] == 2 for r in two)  # two ranks really trained
