@@ -18,7 +18,7 @@ from rl.core.parsing import parse_completion
 from rl.core.prompts import TEMPLATE_NAMES, full_completion, render_completion, render_prompt
 from rl.tools.toy import (
     Lexicon, Phrase, Sentence, build_toy_world, chat_messages, greedy_translate, init_unseen_embeddings, make_lexicon,
-    make_textbook, make_think, plain_prompt, render_en, render_xx, world_key,
+    make_textbook, make_think, plain_prompt, render_en, render_xx, split_dictionary_only, textbook_sequences, world_key,
 )
 
 SMALL = dict(train_sentences=300, test_sentences=30, pretrain_steps=15, vocab_words=60)
@@ -98,6 +98,10 @@ def test_bad_model_shape_fails_clearly(tmp_path):
                         progress=False)
     with pytest.raises(ValueError, match="toy.vocab_words"):
         build_toy_world(ToyConfig(**{**SMALL, "vocab_words": 1000}, cache_dir=str(tmp_path)), progress=False)
+    with pytest.raises(ValueError, match="toy.reasoning must be one of .* got 'drafts'"):
+        build_toy_world(ToyConfig(**{**SMALL, "reasoning": "drafts"}, cache_dir=str(tmp_path)), progress=False)
+    with pytest.raises(ValueError, match=r"toy.dictionary_only_words must be in \[0, 1\), got 1.0"):
+        build_toy_world(ToyConfig(**{**SMALL, "dictionary_only_words": 1.0}, cache_dir=str(tmp_path)), progress=False)
     assert not list(tmp_path.iterdir())  # refused before any work
 
 
@@ -157,6 +161,59 @@ def test_reasoning_is_true_to_the_grammar():
         assert (draft == "miro-li tasu vana-ko bise polu-ta") == (verdict == "Same")
         seen.add(verdict)
     assert seen == {"Same", "Fix: plural", "Fix: past"}
+
+
+def test_reasoning_variants_end_with_the_whole_translation_as_a_draft():
+    s = Sentence(Phrase("cat", True, "big"), "chase", True, Phrase("dog", False, None), "quickly")
+    gloss = "Gloss: big = tasu, cats = miro-li, quickly = bise, chased = polu-ta, dog = vana-ko."
+    draft = "Final draft: miro-li tasu vana-ko bise polu-ta."
+    assert make_think("hierarchical", s, "toy_en", LEX, None, random.Random(0), "gloss+draft") == f"{gloss} {draft}"
+    assert make_think("hierarchical", s, "toy_en", LEX, None, random.Random(0), "templates+draft") == \
+        f"{gloss} Core: miro-li vana-ko polu-ta. Add: tasu, bise. {draft}"
+    assert make_think("explanation", s, "toy_xx", LEX, None, random.Random(0), "gloss+draft").endswith(
+        "Final draft: the big cats quickly chased the dog.")
+
+
+def test_dictionary_only_words_are_split_per_part_of_speech():
+    lex = make_lexicon(120, random.Random(0))
+    kept, held = split_dictionary_only(lex, 0.3, random.Random(1))
+    for full, part in zip(dataclasses.astuple(lex), dataclasses.astuple(kept)):
+        assert set(part) <= set(full) and len(part) >= 2
+        assert len(full) - len(part) == min(round(len(full) * 0.3), len(full) - 2)
+    assert set(held) == {w for t in dataclasses.astuple(lex) for w in t} - {w for t in dataclasses.astuple(kept) for w in t}
+    assert split_dictionary_only(lex, 0.0, random.Random(1)) == (lex, [])
+
+
+def test_a_world_with_dictionary_only_words_keeps_them_out_of_every_training_pair(tmp_path):
+    cfg = ToyConfig(**SMALL, dictionary_only_words=0.3, gloss_as_answer=True, reasoning="gloss+draft",
+                    cache_dir=str(tmp_path))
+    world = build_toy_world(cfg, progress=False)
+    grammar = json.loads(world.grammar_json.read_text())
+    held = set(grammar["dictionary_only"])
+    stems = {grammar["lexicon"][table][w] for table in grammar["lexicon"] for w in grammar["lexicon"][table] if w in held}
+    assert len(held) >= 10
+
+    def xx_stems(rows):
+        return {w.split("-")[0] for r in rows for w in (r["reference"] if r["tgt_lang"] == "toy_xx" else r["source"]).split()}
+
+    train, test = read_jsonl(world.train_jsonl), read_jsonl(world.test_jsonl)
+    assert not xx_stems(train) & stems  # in no training pair
+    assert xx_stems(test) & stems  # but test sentences use them
+    assert all("Final draft: " in r["completion"] for r in read_jsonl(world.cot_sft_jsonl))
+    probe = world.manifest["pretrain"]
+    assert set(probe["gloss_probe_chrf"]) == {"toy_en", "toy_xx"} and set(probe["probe_chrf"]) == {"toy_en-toy_xx", "toy_xx-toy_en"}
+
+
+def test_gloss_as_answer_puts_the_answer_at_the_gloss(toy_world):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(toy_world.model_dir)
+    docs = ["Glossed Toy English: the big cats. Gloss: big = tasu, cats = miro-li.", "Toy Xish grammar: S O V."]
+    for gloss_as_answer in (False, True):
+        (glossed, start), (rule, rule_start) = textbook_sequences(tok, docs, gloss_as_answer)
+        assert glossed[-1] == rule[-1] == tok.eos_token_id and rule_start == len(rule)  # a rule is context only
+        answer = tok.decode(glossed[start:-1])
+        assert answer == (" big = tasu, cats = miro-li." if gloss_as_answer else "")
 
 
 def test_textbook_holds_grammar_glossaries_and_glossed_sentences():

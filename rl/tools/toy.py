@@ -52,6 +52,7 @@ SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # pad, chat tu
 CONTEXT_LOSS_WEIGHT = 0.5  # pre-training loss weight of prompt and textbook tokens (answers: 1)
 SYSTEM_PROMPT_EVERY = 8  # every 8th pre-training batch: chats that carry the R1-T1 system prompt
 PROBE_SIZE = 50  # test sentences per direction for the base model's chrF in the manifest
+GLOSS_MARK = " Gloss:"  # in the textbook's glossed sentences: what follows is the gloss
 FORMAT_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")  # added, not special: they survive decoding
 
 # ----------------------------------------------------------------------------- the language pair
@@ -142,6 +143,17 @@ def make_lexicon(size: int, rng: random.Random) -> Lexicon:
             table[en] = stem
         tables.append(dict(sorted(table.items())))
     return Lexicon(*tables)
+
+
+def split_dictionary_only(lex: Lexicon, share: float, rng: random.Random) -> tuple[Lexicon, list[str]]:
+    """The lexicon parallel sentences may use, and the words kept out of them (``share`` of each
+    part of speech, at least two words of each left in)."""
+    kept, held = [], []
+    for table in dataclasses.astuple(lex):
+        out = set(rng.sample(sorted(table), min(round(len(table) * share), len(table) - 2))) if share else set()
+        kept.append({en: xx for en, xx in table.items() if en not in out})
+        held += sorted(out)
+    return Lexicon(*kept), held
 
 
 @dataclass(frozen=True)
@@ -336,9 +348,19 @@ def _context_aware(s: Sentence, src: str, lex: Lexicon, prev: Sentence | None) -
     return "Context: no shared referent."
 
 
-def make_think(template: str, s: Sentence, src: str, lex: Lexicon, prev: Sentence | None, rng: random.Random) -> str:
-    """The source glossed word by word, then the step of ``template``; correct for the toy pair."""
-    return f"Gloss: {_gloss(s, src, lex)}. {_template_step(template, s, src, lex, prev, rng)}"
+REASONINGS = ("templates", "templates+draft", "gloss+draft")
+
+
+def make_think(template: str, s: Sentence, src: str, lex: Lexicon, prev: Sentence | None, rng: random.Random,
+               reasoning: str = "templates") -> str:
+    """The source glossed word by word, then the step of ``template`` and/or the whole
+    translation as a final draft (``toy.reasoning``); correct for the toy pair."""
+    parts = [f"Gloss: {_gloss(s, src, lex)}."]
+    if reasoning != "gloss+draft":
+        parts.append(_template_step(template, s, src, lex, prev, rng))
+    if reasoning != "templates":
+        parts.append(f"Final draft: {render(s, TGT if src == SRC else SRC, lex)}.")
+    return " ".join(parts)
 
 
 def _template_step(template: str, s: Sentence, src: str, lex: Lexicon, prev: Sentence | None,
@@ -378,7 +400,7 @@ def make_textbook(lex: Lexicon, rng: random.Random, count: int, sentences: list[
             docs.append(grammar)
         elif sentences and i % 2:
             s, src = rng.choice(sentences), rng.choice((SRC, TGT))
-            docs.append(f"Glossed {lang_name(src)}: {render(s, src, lex)}. Gloss: {_gloss(s, src, lex)}.")
+            docs.append(f"Glossed {lang_name(src)}: {render(s, src, lex)}.{GLOSS_MARK} {_gloss(s, src, lex)}.")
         else:
             pick = rng.sample(entries, 6)
             if rng.random() < 0.5:
@@ -406,7 +428,7 @@ def make_records(split: str, docs: list[list[Sentence]], lex: Lexicon) -> list[d
 
 
 def make_cot_records(records: list[dict], sentences: list[tuple[Sentence, Sentence | None]], lex: Lexicon,
-                     seed: int) -> list[dict]:
+                     seed: int, reasoning: str = "templates") -> list[dict]:
     """One CoT completion per training record, template drawn uniformly (seeded by id), as
     ``prompt.template_choice: uniform`` draws. Only the six names matter here: the toy's
     reasoning is its own (``make_think``), so the world does not depend on the templates' prose
@@ -416,7 +438,7 @@ def make_cot_records(records: list[dict], sentences: list[tuple[Sentence, Senten
     for rec, (s, prev) in zip(records, sentences):
         template = choose_template(rec["id"], by_name, "uniform", seed=seed)
         rng = random.Random(f"{seed}:{rec['id']}:think")
-        think = make_think(template, s, rec["src_lang"], lex, prev, rng)
+        think = make_think(template, s, rec["src_lang"], lex, prev, rng, reasoning)
         out.append({**rec, "template": template,
                     "completion": render_completion(think, rec["reference"], think_prefill=False)})
     return out
@@ -520,7 +542,7 @@ def pretrain(model, tokenizer, records: list[dict], textbook: list[str], cfg: To
     for system in (False, True):
         prompts = tokenizer([plain_prompt(tokenizer, r, system) for r in records], add_special_tokens=False)["input_ids"]
         pools.append([(p + a + [eos], len(p)) for p, a in zip(prompts, answers)])
-    pools[0] += [(ids + [eos], len(ids) + 1) for ids in tokenizer(textbook, add_special_tokens=False)["input_ids"]]
+    pools[0] += textbook_sequences(tokenizer, textbook, cfg.gloss_as_answer)
     rng = random.Random(f"{cfg.seed}:pretrain")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, cfg.pretrain_steps // 20)
@@ -567,6 +589,19 @@ def pretrain(model, tokenizer, records: list[dict], textbook: list[str], cfg: To
     return losses, seen
 
 
+def textbook_sequences(tokenizer, textbook: list[str], gloss_as_answer: bool) -> list[tuple[list[int], int]]:
+    """Each document's token ids (with eos) and where its answer starts: the gloss of a glossed
+    sentence with ``gloss_as_answer``, else nowhere (the whole document is context)."""
+    out = []
+    for doc in textbook:
+        head, mark, _ = doc.partition(GLOSS_MARK)
+        ids = tokenizer(doc, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        start = len(tokenizer(head + mark, add_special_tokens=False)["input_ids"]) if mark and gloss_as_answer \
+            else len(ids)
+        out.append((ids, start))
+    return out
+
+
 def init_unseen_embeddings(model, tokenizer, tokens: tuple[str, ...], seed: int) -> None:
     """Give ``tokens`` that pre-training never saw embeddings drawn from the distribution of
     the trained ones, as ``resize_token_embeddings(mean_resizing=True)`` does for new tokens:
@@ -589,16 +624,24 @@ def init_unseen_embeddings(model, tokenizer, tokens: tuple[str, ...], seed: int)
         weight[ids] = (mean + noise @ torch.linalg.cholesky(cov).T).to(weight.dtype)
 
 
-def greedy_translate(model, tokenizer, records: list[dict], max_new_tokens: int = 48, batch_size: int = 25) -> list[str]:
+def greedy_translate(model, tokenizer, records: list[dict], max_new_tokens: int = 48) -> list[str]:
     """The base model's direct translations (plain prompt, greedy), for the manifest's chrF."""
+    return greedy_complete(model, tokenizer, [plain_prompt(tokenizer, r) for r in records], max_new_tokens)
+
+
+def gloss_prompt(rec: dict) -> str:
+    """A test sentence in the textbook's glossed-sentence form, up to its gloss."""
+    return f"Glossed {lang_name(rec['src_lang'])}: {rec['source']}.{GLOSS_MARK}"
+
+
+def greedy_complete(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 25) -> list[str]:
     import torch
 
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     out = []
     try:
-        for i in range(0, len(records), batch_size):
-            prompts = [plain_prompt(tokenizer, r) for r in records[i: i + batch_size]]
-            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        for i in range(0, len(prompts), batch_size):
+            enc = tokenizer(prompts[i: i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
             with torch.no_grad():
                 gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
             new = gen[:, enc["input_ids"].shape[1]:]
@@ -676,17 +719,25 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
 
     rng = random.Random(cfg.seed)
     lex = make_lexicon(cfg.vocab_words, rng)
+    parallel_lex, dictionary_only = split_dictionary_only(lex, cfg.dictionary_only_words,
+                                                          random.Random(f"{cfg.seed}:dictionary-only"))
     seen: set[str] = set()
     test_docs = make_documents(cfg.test_sentences, lex, rng, seen)
-    train_docs = make_documents(cfg.train_sentences, lex, rng, seen)
+    train_docs = make_documents(cfg.train_sentences, parallel_lex, rng, seen)
     train, test = make_records("train", train_docs, lex), make_records("test", test_docs, lex)
+    # The textbook glosses the training sentences and, when some words are dictionary-only,
+    # as many sentences again over the whole lexicon (none of them a test sentence).
+    book_sentences = [s for doc in train_docs for s in doc]
+    if dictionary_only:
+        book_rng = random.Random(f"{cfg.seed}:book")
+        book_sentences += [s for doc in make_documents(cfg.train_sentences, lex, book_rng, seen) for s in doc]
     pairs = [(s, doc[k - 1] if k else None) for doc in train_docs for k, s in enumerate(doc) for _ in DIRECTIONS]
-    cot = make_cot_records(train, pairs, lex, cfg.seed)
+    cot = make_cot_records(train, pairs, lex, cfg.seed, cfg.reasoning)
 
     # The tokenizer learns every text the pipeline will show it: sentences, the training prompt
     # (no template named, as configs/toy.yaml asks), CoTs. Prompts that spell out a template's
     # steps still encode (byte-level BPE), in more tokens.
-    texts = [r["source"] for r in train] + [c["completion"] for c in cot] + make_textbook(lex, random.Random(0), 200, [s for doc in train_docs for s in doc])
+    texts = [r["source"] for r in train] + [c["completion"] for c in cot] + make_textbook(lex, random.Random(0), 200, book_sentences)
     for rec in train[:: max(1, len(train) // 500)]:
         texts += [m["content"] for m in chat_messages(rec)]
     model_dir = out / "model"
@@ -694,16 +745,19 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
 
     with _single_thread():
         model = make_model(cfg, tokenizer)
-        textbook = make_textbook(lex, random.Random(f"{cfg.seed}:textbook"), len(train) // 2,
-                                 [s for doc in train_docs for s in doc])
+        textbook = make_textbook(lex, random.Random(f"{cfg.seed}:textbook"), int(len(train) * cfg.textbook_per_pair),
+                                 book_sentences)
         losses, seen_ids = pretrain(model, tokenizer, train, textbook, cfg, progress)
         unseen = tuple(t for t in FORMAT_TOKENS if tokenizer.convert_tokens_to_ids(t) not in seen_ids)
         init_unseen_embeddings(model, tokenizer, unseen, cfg.seed)
-        chrf = {}
-        for src, tgt in DIRECTIONS:  # how well the base translates, for the manifest
+        chrf, gloss_chrf = {}, {}
+        for src, tgt in DIRECTIONS:  # how well the base translates and glosses, for the manifest
             probe = [r for r in test if r["src_lang"] == src][:PROBE_SIZE]
             hyps = greedy_translate(model, tokenizer, probe)
             chrf[f"{src}-{tgt}"] = round(sacrebleu.corpus_chrf(hyps, [[r["reference"] for r in probe]]).score, 2)
+            glosses = [g.split("\n")[0] for g in greedy_complete(model, tokenizer, [gloss_prompt(r) for r in probe], 96)]
+            truth = [f"{_gloss(s, src, lex)}." for doc in test_docs for s in doc][:PROBE_SIZE]
+            gloss_chrf[src] = round(sacrebleu.corpus_chrf(glosses, [truth]).score, 2)
 
     model.save_pretrained(model_dir, safe_serialization=True)
     _write_jsonl(out / "train.jsonl", train)
@@ -715,6 +769,7 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
                   "toy_xx": "S O V; adjective after noun; no articles; suffixes on nouns then verbs",
                   "suffixes": {"plural": PLURAL, "object": OBJECT, "past": PAST, "present": PRESENT}},
         "lexicon": dataclasses.asdict(lex),
+        "dictionary_only": dictionary_only,  # in no training pair: known from the textbook alone
     }
     (out / "grammar.json").write_text(json.dumps(grammar, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     files = {str(p.relative_to(out)): _sha256(p) for p in sorted(out.rglob("*")) if p.is_file()}
@@ -729,7 +784,7 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
         "pretrain": {"steps": cfg.pretrain_steps, "first_loss": round(losses[0], 4) if losses else None,
                      "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4) if losses else None,
                      "probe": f"chrF, greedy, plain prompt, the first {PROBE_SIZE} test sentences per direction",
-                     "probe_chrf": chrf},
+                     "probe_chrf": chrf, "gloss_probe_chrf": gloss_chrf},
         "files": files,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
@@ -748,6 +803,10 @@ def check_toy_config(cfg: ToyConfig) -> None:
                          f"got {cfg.pretrain_steps}, {cfg.pretrain_lr}")
     if cfg.tokenizer_vocab < 300:
         raise ValueError(f"toy.tokenizer_vocab must be >= 300 (256 bytes + merges), got {cfg.tokenizer_vocab}")
+    if cfg.reasoning not in REASONINGS:
+        raise ValueError(f"toy.reasoning must be one of {', '.join(REASONINGS)}, got '{cfg.reasoning}'")
+    if not 0 <= cfg.dictionary_only_words < 1:
+        raise ValueError(f"toy.dictionary_only_words must be in [0, 1), got {cfg.dictionary_only_words}")
     make_lexicon(cfg.vocab_words, random.Random(0))  # raises on a vocab_words out of range
 
 
