@@ -166,12 +166,15 @@ def test_reasoning_is_true_to_the_grammar():
 def test_reasoning_variants_end_with_the_whole_translation_as_a_draft():
     s = Sentence(Phrase("cat", True, "big"), "chase", True, Phrase("dog", False, None), "quickly")
     gloss = "Gloss: big = tasu, cats = miro-li, quickly = bise, chased = polu-ta, dog = vana-ko."
-    draft = "Final draft: miro-li tasu vana-ko bise polu-ta."
+    draft = "Translation: miro-li tasu vana-ko bise polu-ta."
     assert make_think("hierarchical", s, "toy_en", LEX, None, random.Random(0), "gloss+draft") == f"{gloss} {draft}"
     assert make_think("hierarchical", s, "toy_en", LEX, None, random.Random(0), "templates+draft") == \
         f"{gloss} Core: miro-li vana-ko polu-ta. Add: tasu, bise. {draft}"
     assert make_think("explanation", s, "toy_xx", LEX, None, random.Random(0), "gloss+draft").endswith(
-        "Final draft: the big cats quickly chased the dog.")
+        "Translation: the big cats quickly chased the dog.")
+    assert make_think("structural", s, "toy_en", LEX, None, random.Random(0), "interlinear") == \
+        make_textbook(LEX, random.Random(1), 2, [s], interlinear=True)[1] == \
+        f"Glossed Toy English: the big cats quickly chased the dog. {gloss} {draft}"
 
 
 def test_dictionary_only_words_are_split_per_part_of_speech():
@@ -185,7 +188,7 @@ def test_dictionary_only_words_are_split_per_part_of_speech():
 
 
 def test_a_world_with_dictionary_only_words_keeps_them_out_of_every_training_pair(tmp_path):
-    cfg = ToyConfig(**SMALL, dictionary_only_words=0.3, gloss_as_answer=True, reasoning="gloss+draft",
+    cfg = ToyConfig(**SMALL, dictionary_only_words=0.3, gloss_as_answer=True, interlinear=True, reasoning="gloss+draft",
                     cache_dir=str(tmp_path))
     world = build_toy_world(cfg, progress=False)
     grammar = json.loads(world.grammar_json.read_text())
@@ -199,7 +202,7 @@ def test_a_world_with_dictionary_only_words_keeps_them_out_of_every_training_pai
     train, test = read_jsonl(world.train_jsonl), read_jsonl(world.test_jsonl)
     assert not xx_stems(train) & stems  # in no training pair
     assert xx_stems(test) & stems  # but test sentences use them
-    assert all("Final draft: " in r["completion"] for r in read_jsonl(world.cot_sft_jsonl))
+    assert all("Translation: " in r["completion"] for r in read_jsonl(world.cot_sft_jsonl))
     probe = world.manifest["pretrain"]
     assert set(probe["gloss_probe_chrf"]) == {"toy_en", "toy_xx"} and set(probe["probe_chrf"]) == {"toy_en-toy_xx", "toy_xx-toy_en"}
 
@@ -208,12 +211,13 @@ def test_gloss_as_answer_puts_the_answer_at_the_gloss(toy_world):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(toy_world.model_dir)
-    docs = ["Glossed Toy English: the big cats. Gloss: big = tasu, cats = miro-li.", "Toy Xish grammar: S O V."]
+    docs = ["Glossed Toy English: the big cats. Gloss: big = tasu, cats = miro-li.", "Toy Xish grammar: S O V.",
+            "Toy English: the big cats. Again: the big cats."]
     for gloss_as_answer in (False, True):
-        (glossed, start), (rule, rule_start) = textbook_sequences(tok, docs, gloss_as_answer)
+        (glossed, start), (rule, rule_start), (repeat, repeat_start) = textbook_sequences(tok, docs, gloss_as_answer)
         assert glossed[-1] == rule[-1] == tok.eos_token_id and rule_start == len(rule)  # a rule is context only
-        answer = tok.decode(glossed[start:-1])
-        assert answer == (" big = tasu, cats = miro-li." if gloss_as_answer else "")
+        assert tok.decode(glossed[start:-1]) == (" big = tasu, cats = miro-li." if gloss_as_answer else "")
+        assert tok.decode(repeat[repeat_start:-1]) == (" the big cats." if gloss_as_answer else "")
 
 
 def test_textbook_holds_grammar_glossaries_and_glossed_sentences():
@@ -227,6 +231,19 @@ def test_textbook_holds_grammar_glossaries_and_glossed_sentences():
         "Glossed Toy Xish: miro-li tasu vana-ko bise polu-ta. Gloss: miro-li = cats, tasu = big, vana-ko = dog, "
         "bise = quickly, polu-ta = chased."}
     assert not [d for d in make_textbook(LEX, random.Random(0), 64) if d.startswith("Glossed ")]
+    other = Sentence(Phrase("box", False, None), "cry", False, None, None)
+    docs = make_textbook(LEX, random.Random(0), 64, [s], gloss_only=[other], interlinear=True)
+    assert {d for d in docs if d.startswith("Glossed ")} == {  # interlinear: a translation after a parallel sentence only
+        "Glossed Toy English: the big cats quickly chased the dog. Gloss: big = tasu, cats = miro-li, quickly = bise, "
+        "chased = polu-ta, dog = vana-ko. Translation: miro-li tasu vana-ko bise polu-ta.",
+        "Glossed Toy Xish: miro-li tasu vana-ko bise polu-ta. Gloss: miro-li = cats, tasu = big, vana-ko = dog, "
+        "bise = quickly, polu-ta = chased. Translation: the big cats quickly chased the dog.",
+        "Glossed Toy English: the box cries. Gloss: box = zeka, cries = dabi-ru.",
+        "Glossed Toy Xish: zeka dabi-ru. Gloss: zeka = box, dabi-ru = cries."}
+    repeats = [d for d in make_textbook(LEX, random.Random(0), 64, [s], repeats=True) if " Again: " in d]
+    assert len(repeats) == 8 and set(repeats) <= {  # one document in eight: copy practice
+        "Toy English: the big cats quickly chased the dog. Again: the big cats quickly chased the dog.",
+        "Toy Xish: miro-li tasu vana-ko bise polu-ta. Again: miro-li tasu vana-ko bise polu-ta."}
 
 
 def test_source_coverage_counts_the_source_words_a_reasoning_quotes():

@@ -52,8 +52,12 @@ class ToyConfig:
     textbook_per_pair: float = 0.5  # textbook documents per training record (half of them glossed sentences)
     # Train the gloss of a glossed sentence as an answer (loss weight 1), not as context (0.5).
     gloss_as_answer: bool = False
+    # A glossed training sentence ends with its translation (interlinear text); never one with dictionary-only words.
+    interlinear: bool = False
+    repeats: bool = False  # one textbook document in eight repeats a sentence word for word (copy practice)
     # What a toy reasoning holds: "templates" = the gloss, then its template's step;
-    # "templates+draft" adds the whole translation as a last draft; "gloss+draft" = gloss and draft only.
+    # "templates+draft" adds "Translation: <the whole translation>"; "gloss+draft" = gloss and translation only;
+    # "interlinear" = the textbook's interlinear document (source, gloss, translation).
     reasoning: str = "templates"
 
 

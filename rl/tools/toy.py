@@ -53,6 +53,8 @@ CONTEXT_LOSS_WEIGHT = 0.5  # pre-training loss weight of prompt and textbook tok
 SYSTEM_PROMPT_EVERY = 8  # every 8th pre-training batch: chats that carry the R1-T1 system prompt
 PROBE_SIZE = 50  # test sentences per direction for the base model's chrF in the manifest
 GLOSS_MARK = " Gloss:"  # in the textbook's glossed sentences: what follows is the gloss
+REPEAT_MARK = " Again:"  # in the textbook's repeated sentences: what follows is the copy
+TRANSLATION_MARK = "Translation:"  # an interlinear text's last line, and a draft reasoning's last step
 FORMAT_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")  # added, not special: they survive decoding
 
 # ----------------------------------------------------------------------------- the language pair
@@ -348,18 +350,21 @@ def _context_aware(s: Sentence, src: str, lex: Lexicon, prev: Sentence | None) -
     return "Context: no shared referent."
 
 
-REASONINGS = ("templates", "templates+draft", "gloss+draft")
+REASONINGS = ("templates", "templates+draft", "gloss+draft", "interlinear")
 
 
 def make_think(template: str, s: Sentence, src: str, lex: Lexicon, prev: Sentence | None, rng: random.Random,
                reasoning: str = "templates") -> str:
     """The source glossed word by word, then the step of ``template`` and/or the whole
-    translation as a final draft (``toy.reasoning``); correct for the toy pair."""
+    translation as a last draft (``toy.reasoning``); correct for the toy pair."""
+    if reasoning == "interlinear":  # the textbook's interlinear document, word for word
+        return f"Glossed {lang_name(src)}: {render(s, src, lex)}.{GLOSS_MARK} {_gloss(s, src, lex)}. " \
+               f"{TRANSLATION_MARK} {render(s, TGT if src == SRC else SRC, lex)}."
     parts = [f"Gloss: {_gloss(s, src, lex)}."]
     if reasoning != "gloss+draft":
         parts.append(_template_step(template, s, src, lex, prev, rng))
     if reasoning != "templates":
-        parts.append(f"Final draft: {render(s, TGT if src == SRC else SRC, lex)}.")
+        parts.append(f"{TRANSLATION_MARK} {render(s, TGT if src == SRC else SRC, lex)}.")
     return " ".join(parts)
 
 
@@ -381,7 +386,8 @@ def _template_step(template: str, s: Sentence, src: str, lex: Lexicon, prev: Sen
 
 
 # ----------------------------------------------------------------------------- textbook
-def make_textbook(lex: Lexicon, rng: random.Random, count: int, sentences: list[Sentence] = ()) -> list[str]:
+def make_textbook(lex: Lexicon, rng: random.Random, count: int, sentences: list[Sentence] = (),
+                  gloss_only: list[Sentence] = (), interlinear: bool = False, repeats: bool = False) -> list[str]:
     """Monolingual pre-training text about the pair: grammar rules, glossary lines and
     glossed sentences (each word of a sentence with its translation, in sentence order).
 
@@ -389,18 +395,29 @@ def make_textbook(lex: Lexicon, rng: random.Random, count: int, sentences: list[
     only parallel text; without them, a base that only ever emitted translations has to
     learn every word of a reasoning from scratch during SFT (LoRA SFT then stalls: CoT
     SFT loss 3.3 after 400 steps, no gloss in its reasoning). Half the documents are
-    glossed sentences when ``sentences`` are given."""
+    glossed sentences when ``sentences`` are given. With ``interlinear``, a glossed sentence of
+    ``sentences`` ends with its translation, as interlinear glossed text does (source, gloss,
+    free translation); one of ``gloss_only`` never does (its words are in no parallel text).
+    With ``repeats``, one document in eight repeats a sentence word for word (copy practice)."""
     grammar = (f"Toy Xish grammar: word order S O Adv V, adjective after noun, no articles. "
                f"Suffixes: plural {PLURAL}, object {OBJECT}, past {PAST}, present {PRESENT}. "
                f"Toy English grammar: word order S Adv V O, adjective first, the before nouns.")
     entries = [(en, lex.xx(en)) for table in dataclasses.astuple(lex) for en in table]
+    pool = [*sentences, *gloss_only]
     docs = []
     for i in range(count):
         if i % 8 == 0:
             docs.append(grammar)
-        elif sentences and i % 2:
-            s, src = rng.choice(sentences), rng.choice((SRC, TGT))
-            docs.append(f"Glossed {lang_name(src)}: {render(s, src, lex)}.{GLOSS_MARK} {_gloss(s, src, lex)}.")
+        elif repeats and pool and i % 8 == 4:
+            s, src = rng.choice(pool), rng.choice((SRC, TGT))
+            docs.append(f"{lang_name(src)}: {render(s, src, lex)}.{REPEAT_MARK} {render(s, src, lex)}.")
+        elif pool and i % 2:
+            k, src = rng.choice(range(len(pool))), rng.choice((SRC, TGT))
+            s = pool[k]
+            doc = f"Glossed {lang_name(src)}: {render(s, src, lex)}.{GLOSS_MARK} {_gloss(s, src, lex)}."
+            if interlinear and k < len(sentences):
+                doc += f" {TRANSLATION_MARK} {render(s, TGT if src == SRC else SRC, lex)}."
+            docs.append(doc)
         else:
             pick = rng.sample(entries, 6)
             if rng.random() < 0.5:
@@ -594,7 +611,7 @@ def textbook_sequences(tokenizer, textbook: list[str], gloss_as_answer: bool) ->
     sentence with ``gloss_as_answer``, else nowhere (the whole document is context)."""
     out = []
     for doc in textbook:
-        head, mark, _ = doc.partition(GLOSS_MARK)
+        head, mark, _ = doc.partition(GLOSS_MARK if GLOSS_MARK in doc else REPEAT_MARK)
         ids = tokenizer(doc, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         start = len(tokenizer(head + mark, add_special_tokens=False)["input_ids"]) if mark and gloss_as_answer \
             else len(ids)
@@ -727,17 +744,18 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
     train, test = make_records("train", train_docs, lex), make_records("test", test_docs, lex)
     # The textbook glosses the training sentences and, when some words are dictionary-only,
     # as many sentences again over the whole lexicon (none of them a test sentence).
-    book_sentences = [s for doc in train_docs for s in doc]
+    book = {"sentences": [s for doc in train_docs for s in doc], "gloss_only": [], "interlinear": cfg.interlinear,
+            "repeats": cfg.repeats}
     if dictionary_only:
         book_rng = random.Random(f"{cfg.seed}:book")
-        book_sentences += [s for doc in make_documents(cfg.train_sentences, lex, book_rng, seen) for s in doc]
+        book["gloss_only"] = [s for doc in make_documents(cfg.train_sentences, lex, book_rng, seen) for s in doc]
     pairs = [(s, doc[k - 1] if k else None) for doc in train_docs for k, s in enumerate(doc) for _ in DIRECTIONS]
     cot = make_cot_records(train, pairs, lex, cfg.seed, cfg.reasoning)
 
     # The tokenizer learns every text the pipeline will show it: sentences, the training prompt
     # (no template named, as configs/toy.yaml asks), CoTs. Prompts that spell out a template's
     # steps still encode (byte-level BPE), in more tokens.
-    texts = [r["source"] for r in train] + [c["completion"] for c in cot] + make_textbook(lex, random.Random(0), 200, book_sentences)
+    texts = [r["source"] for r in train] + [c["completion"] for c in cot] + make_textbook(lex, random.Random(0), 200, **book)
     for rec in train[:: max(1, len(train) // 500)]:
         texts += [m["content"] for m in chat_messages(rec)]
     model_dir = out / "model"
@@ -746,7 +764,7 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
     with _single_thread():
         model = make_model(cfg, tokenizer)
         textbook = make_textbook(lex, random.Random(f"{cfg.seed}:textbook"), int(len(train) * cfg.textbook_per_pair),
-                                 book_sentences)
+                                 **book)
         losses, seen_ids = pretrain(model, tokenizer, train, textbook, cfg, progress)
         unseen = tuple(t for t in FORMAT_TOKENS if tokenizer.convert_tokens_to_ids(t) not in seen_ids)
         init_unseen_embeddings(model, tokenizer, unseen, cfg.seed)
@@ -755,7 +773,8 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
             probe = [r for r in test if r["src_lang"] == src][:PROBE_SIZE]
             hyps = greedy_translate(model, tokenizer, probe)
             chrf[f"{src}-{tgt}"] = round(sacrebleu.corpus_chrf(hyps, [[r["reference"] for r in probe]]).score, 2)
-            glosses = [g.split("\n")[0] for g in greedy_complete(model, tokenizer, [gloss_prompt(r) for r in probe], 96)]
+            glosses = [g.split(f" {TRANSLATION_MARK}")[0]  # an interlinear text's translation is not gloss
+                       for g in greedy_complete(model, tokenizer, [gloss_prompt(r) for r in probe], 96)]
             truth = [f"{_gloss(s, src, lex)}." for doc in test_docs for s in doc][:PROBE_SIZE]
             gloss_chrf[src] = round(sacrebleu.corpus_chrf(glosses, [truth]).score, 2)
 
