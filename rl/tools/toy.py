@@ -641,9 +641,9 @@ def init_unseen_embeddings(model, tokenizer, tokens: tuple[str, ...], seed: int)
         weight[ids] = (mean + noise @ torch.linalg.cholesky(cov).T).to(weight.dtype)
 
 
-def greedy_translate(model, tokenizer, records: list[dict], max_new_tokens: int = 48) -> list[str]:
+def greedy_translate(model, tokenizer, records: list[dict], max_new_tokens: int = 48, batch_size: int = 25) -> list[str]:
     """The base model's direct translations (plain prompt, greedy), for the manifest's chrF."""
-    return greedy_complete(model, tokenizer, [plain_prompt(tokenizer, r) for r in records], max_new_tokens)
+    return greedy_complete(model, tokenizer, [plain_prompt(tokenizer, r) for r in records], max_new_tokens, batch_size)
 
 
 def gloss_prompt(rec: dict) -> str:
