@@ -358,14 +358,23 @@ def make_think(template: str, s: Sentence, src: str, lex: Lexicon, prev: Sentenc
     """The source glossed word by word, then the step of ``template`` and/or the whole
     translation as a last draft (``toy.reasoning``); correct for the toy pair."""
     if reasoning == "interlinear":  # the textbook's interlinear document, word for word
-        return f"Glossed {lang_name(src)}: {render(s, src, lex)}.{GLOSS_MARK} {_gloss(s, src, lex)}. " \
-               f"{TRANSLATION_MARK} {render(s, TGT if src == SRC else SRC, lex)}."
+        return glossed_text(s, src, lex, with_translation=True)
     parts = [f"Gloss: {_gloss(s, src, lex)}."]
     if reasoning != "gloss+draft":
         parts.append(_template_step(template, s, src, lex, prev, rng))
     if reasoning != "templates":
-        parts.append(f"{TRANSLATION_MARK} {render(s, TGT if src == SRC else SRC, lex)}.")
+        parts.append(_translation(s, src, lex))
     return " ".join(parts)
+
+
+def _translation(s: Sentence, src: str, lex: Lexicon) -> str:
+    return f"{TRANSLATION_MARK} {render(s, TGT if src == SRC else SRC, lex)}."
+
+
+def glossed_text(s: Sentence, src: str, lex: Lexicon, with_translation: bool = False) -> str:
+    """The textbook's glossed sentence: source, gloss and (interlinear) its translation."""
+    text = f"Glossed {lang_name(src)}: {render(s, src, lex)}.{GLOSS_MARK} {_gloss(s, src, lex)}."
+    return f"{text} {_translation(s, src, lex)}" if with_translation else text
 
 
 def _template_step(template: str, s: Sentence, src: str, lex: Lexicon, prev: Sentence | None,
@@ -413,11 +422,7 @@ def make_textbook(lex: Lexicon, rng: random.Random, count: int, sentences: list[
             docs.append(f"{lang_name(src)}: {render(s, src, lex)}.{REPEAT_MARK} {render(s, src, lex)}.")
         elif pool and i % 2:
             k, src = rng.choice(range(len(pool))), rng.choice((SRC, TGT))
-            s = pool[k]
-            doc = f"Glossed {lang_name(src)}: {render(s, src, lex)}.{GLOSS_MARK} {_gloss(s, src, lex)}."
-            if interlinear and k < len(sentences):
-                doc += f" {TRANSLATION_MARK} {render(s, TGT if src == SRC else SRC, lex)}."
-            docs.append(doc)
+            docs.append(glossed_text(pool[k], src, lex, with_translation=interlinear and k < len(sentences)))
         else:
             pick = rng.sample(entries, 6)
             if rng.random() < 0.5:
