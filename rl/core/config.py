@@ -55,6 +55,9 @@ class ToyConfig:
     # A glossed training sentence ends with its translation (interlinear text); never one with dictionary-only words.
     interlinear: bool = False
     repeats: bool = False  # one textbook document in eight repeats a sentence word for word (copy practice)
+    # Share of the other textbook documents that repeat a random list of word forms: copying drills
+    # (no grammar predicts the list, so only copying it from context gets it right).
+    copy_drills: float = 0.0
     # What a toy reasoning holds: "templates" = the gloss, then its template's step;
     # "templates+draft" adds "Translation: <the whole translation>"; "gloss+draft" = gloss and translation only;
     # "interlinear" = the textbook's interlinear document (source, gloss, translation).

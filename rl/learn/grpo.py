@@ -41,6 +41,7 @@ from rl.core.prompts import full_completion, load_templates, prompt_for_example,
 from rl.rollout.feed import RolloutFeed
 from rl.core.runs import MetricsLog, last_checkpoint, plot_run, read_metrics, save_adapter, write_resolved_config
 from rl.learn.sft import cold_start_adapter
+from rl.learn.cpu_heap import keep_freed_memory
 from rl.learn.trl_bridge import check_versions, score_only_completion_tokens_on_cpu
 
 ADAPTER_VERSIONS_KEPT = 2
@@ -335,6 +336,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, engine=None, callbac
     # is taken for N single-process runs: every rank "main", no gradient all-reduce.
     state = PartialState(cpu=not torch.cuda.is_available())
     score_only_completion_tokens_on_cpu()  # no-op for CUDA tensors (TRL already does it there)
+    if not torch.cuda.is_available():
+        keep_freed_memory()  # each step reuses the last one's activations instead of faulting them in again
     reward = load_reward(cfg, state.is_main_process, own_cluster=engine is None)  # a bad spec fails before models load
     if state.is_main_process:
         model_dir = resolve.model_path(cfg)

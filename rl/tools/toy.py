@@ -396,7 +396,8 @@ def _template_step(template: str, s: Sentence, src: str, lex: Lexicon, prev: Sen
 
 # ----------------------------------------------------------------------------- textbook
 def make_textbook(lex: Lexicon, rng: random.Random, count: int, sentences: list[Sentence] = (),
-                  gloss_only: list[Sentence] = (), interlinear: bool = False, repeats: bool = False) -> list[str]:
+                  gloss_only: list[Sentence] = (), interlinear: bool = False, repeats: bool = False,
+                  copy_drills: float = 0.0) -> list[str]:
     """Monolingual pre-training text about the pair: grammar rules, glossary lines and
     glossed sentences (each word of a sentence with its translation, in sentence order).
 
@@ -407,16 +408,25 @@ def make_textbook(lex: Lexicon, rng: random.Random, count: int, sentences: list[
     glossed sentences when ``sentences`` are given. With ``interlinear``, a glossed sentence of
     ``sentences`` ends with its translation, as interlinear glossed text does (source, gloss,
     free translation); one of ``gloss_only`` never does (its words are in no parallel text).
-    With ``repeats``, one document in eight repeats a sentence word for word (copy practice)."""
+    With ``repeats``, one document in eight repeats a sentence word for word (copy practice).
+    ``copy_drills`` is the share of the other documents that repeat a random list of the pair's
+    word forms instead: a list has no grammar to predict it from, so only copying gets it right,
+    and rare words are drilled as often as common ones."""
     grammar = (f"Toy Xish grammar: word order S O Adv V, adjective after noun, no articles. "
                f"Suffixes: plural {PLURAL}, object {OBJECT}, past {PAST}, present {PRESENT}. "
                f"Toy English grammar: word order S Adv V O, adjective first, the before nouns.")
     entries = [(en, lex.xx(en)) for table in dataclasses.astuple(lex) for en in table]
     pool = [*sentences, *gloss_only]
+    forms = {lang: sorted({w for s in pool for w in render(s, lang, lex).split()}) for lang in (SRC, TGT)} \
+        if copy_drills else {}
     docs = []
     for i in range(count):
         if i % 8 == 0:
             docs.append(grammar)
+        elif copy_drills and pool and rng.random() < copy_drills:
+            src = rng.choice((SRC, TGT))
+            words = " ".join(rng.choices(forms[src], k=rng.randint(3, 9)))
+            docs.append(f"{lang_name(src)} words: {words}.{REPEAT_MARK} {words}.")
         elif repeats and pool and i % 8 == 4:
             s, src = rng.choice(pool), rng.choice((SRC, TGT))
             docs.append(f"{lang_name(src)}: {render(s, src, lex)}.{REPEAT_MARK} {render(s, src, lex)}.")
@@ -750,7 +760,7 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
     # The textbook glosses the training sentences and, when some words are dictionary-only,
     # as many sentences again over the whole lexicon (none of them a test sentence).
     book = {"sentences": [s for doc in train_docs for s in doc], "gloss_only": [], "interlinear": cfg.interlinear,
-            "repeats": cfg.repeats}
+            "repeats": cfg.repeats, "copy_drills": cfg.copy_drills}
     if dictionary_only:
         book_rng = random.Random(f"{cfg.seed}:book")
         book["gloss_only"] = [s for doc in make_documents(cfg.train_sentences, lex, book_rng, seen) for s in doc]
@@ -829,6 +839,10 @@ def check_toy_config(cfg: ToyConfig) -> None:
         raise ValueError(f"toy.tokenizer_vocab must be >= 300 (256 bytes + merges), got {cfg.tokenizer_vocab}")
     if cfg.reasoning not in REASONINGS:
         raise ValueError(f"toy.reasoning must be one of {', '.join(REASONINGS)}, got '{cfg.reasoning}'")
+    if not 0 <= cfg.copy_drills < 1:
+        raise ValueError(f"toy.copy_drills must be in [0, 1), got {cfg.copy_drills}")
+    if cfg.textbook_per_pair < 0:
+        raise ValueError(f"toy.textbook_per_pair must be >= 0, got {cfg.textbook_per_pair}")
     if not 0 <= cfg.dictionary_only_words < 1:
         raise ValueError(f"toy.dictionary_only_words must be in [0, 1), got {cfg.dictionary_only_words}")
     make_lexicon(cfg.vocab_words, random.Random(0))  # raises on a vocab_words out of range
