@@ -395,6 +395,11 @@ def _template_step(template: str, s: Sentence, src: str, lex: Lexicon, prev: Sen
 
 
 # ----------------------------------------------------------------------------- textbook
+def _repeated(label: str, text: str) -> str:
+    """A copying document: the text, then REPEAT_MARK and the same text again."""
+    return f"{label}: {text}.{REPEAT_MARK} {text}."
+
+
 def make_textbook(lex: Lexicon, rng: random.Random, count: int, sentences: list[Sentence] = (),
                   gloss_only: list[Sentence] = (), interlinear: bool = False, repeats: bool = False,
                   copy_drills: float = 0.0) -> list[str]:
@@ -426,10 +431,10 @@ def make_textbook(lex: Lexicon, rng: random.Random, count: int, sentences: list[
         elif copy_drills and pool and rng.random() < copy_drills:
             src = rng.choice((SRC, TGT))
             words = " ".join(rng.choices(forms[src], k=rng.randint(3, 9)))
-            docs.append(f"{lang_name(src)} words: {words}.{REPEAT_MARK} {words}.")
+            docs.append(_repeated(f"{lang_name(src)} words", words))
         elif repeats and pool and i % 8 == 4:
             s, src = rng.choice(pool), rng.choice((SRC, TGT))
-            docs.append(f"{lang_name(src)}: {render(s, src, lex)}.{REPEAT_MARK} {render(s, src, lex)}.")
+            docs.append(_repeated(lang_name(src), render(s, src, lex)))
         elif pool and i % 2:
             k, src = rng.choice(range(len(pool))), rng.choice((SRC, TGT))
             docs.append(glossed_text(pool[k], src, lex, with_translation=interlinear and k < len(sentences)))
