@@ -431,3 +431,26 @@ def test_direct_sft_trains_on_the_same_pairs_with_references_as_completions(toy_
         assert d["completion"] == row["reference"] + tok.eos_token
         assert row["source"] in d["prompt"] and "<think>" not in d["prompt"] + d["completion"]
         assert c["prompt"].endswith("<think>") and "</think><answer>" + row["reference"] in c["completion"]
+
+
+def test_with_an_rl_split_grpo_samples_it_and_direct_sft_trains_on_it_too(tmp_path):
+    """A world with an RL split (toy.rl_sentences): GRPO's prompts are that split, cold-start
+    synthesis keeps the SFT pairs, and the direct-SFT baseline trains on the CoT data's pairs
+    plus the RL pairs (the same pairs the CoT side sees), while the CoT SFT does not take them."""
+    from rl.core import resolve
+    from rl.core.config import load_config
+    from rl.learn.sft import run_sft
+    from rl.pipeline import direct_config
+
+    toy = ["--toy.train_sentences", "100", "--toy.test_sentences", "10", "--toy.pretrain_steps", "5",
+           "--toy.vocab_words", "60", "--toy.rl_sentences", "30", "--toy.cache_dir", str(tmp_path / "toy")]
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "toy.yaml",
+                      toy + ["--output_dir", str(tmp_path / "runs"), "--sft.max_steps", "1"])
+    assert {ex.id.split("-")[1] for ex in resolve.train_examples(cfg)} == {"rl"}
+    assert {ex.id.split("-")[1] for ex in resolve.train_examples(cfg, rl_split=False)} == {"train"}
+    run_sft(direct_config(cfg))
+    summary = json.loads((tmp_path / "runs" / "toy-sft-direct" / "sft_summary.json").read_text())
+    assert summary["examples"] == 200 + 60 and summary["extra_pairs"] == str(resolve.rl_pairs(cfg))
+    run_sft(cfg)
+    summary = json.loads((tmp_path / "runs" / "toy-sft" / "sft_summary.json").read_text())
+    assert summary["examples"] == 200 and summary["extra_pairs"] is None

@@ -211,6 +211,31 @@ def test_a_world_with_dictionary_only_words_keeps_them_out_of_every_training_pai
     assert set(probe["gloss_probe_chrf"]) == {"toy_en", "toy_xx"} and set(probe["probe_chrf"]) == {"toy_en-toy_xx", "toy_xx-toy_en"}
 
 
+def test_an_rl_split_adds_unseen_pairs_over_the_whole_lexicon_and_changes_nothing_else(tmp_path):
+    """toy.rl_sentences: pairs for GRPO alone, drawn over the whole lexicon (dictionary-only words
+    too), disjoint from every other split; every other file is the world without the split."""
+    common = dict(**SMALL, dictionary_only_words=0.3, cache_dir=str(tmp_path))
+    plain = build_toy_world(ToyConfig(**common), progress=False)
+    split = build_toy_world(ToyConfig(**common, rl_sentences=40), progress=False)
+    assert plain.rl_pairs is None and split.rl_pairs == split.rl_jsonl and plain.root != split.root
+    files = dict(split.manifest["files"])
+    assert files.pop("rl.jsonl") and files == plain.manifest["files"]
+    rl = read_jsonl(split.rl_jsonl)
+    assert len(rl) == 80 == split.manifest["sizes"]["rl_records"] and plain.manifest["sizes"]["rl_records"] == 0
+    assert all(r["id"].startswith("toy-rl-") for r in rl)
+
+    def en(rows):
+        return {r["source"] for r in rows if r["src_lang"] == "toy_en"}
+
+    assert len(en(rl)) == 40 and not en(rl) & (en(read_jsonl(split.train_jsonl)) | en(read_jsonl(split.test_jsonl)))
+    grammar = json.loads(split.grammar_json.read_text())
+    held = {grammar["lexicon"][t][w] for t in grammar["lexicon"] for w in grammar["lexicon"][t]
+            if w in grammar["dictionary_only"]}
+    assert {w.split("-")[0] for r in rl if r["tgt_lang"] == "toy_xx" for w in r["reference"].split()} & held
+    with pytest.raises(ValueError, match="toy.rl_sentences"):
+        build_toy_world(ToyConfig(**{**common, "rl_sentences": -1}), progress=False)
+
+
 def test_gloss_as_answer_puts_the_answer_at_the_gloss(toy_world):
     from transformers import AutoTokenizer
 

@@ -132,7 +132,7 @@ def run_synth(cfg: Config, engine=None, progress: bool = True) -> dict:
 
     check_synth(cfg)
     templates = synth_templates(cfg)
-    examples = resolve.train_examples(cfg)
+    examples = resolve.train_examples(cfg, rl_split=False)  # CoT for SFT: never a world's RL split
     missing_ref = [ex.id for ex in examples if not ex.reference]
     if missing_ref:
         raise ConfigError(f"data: {len(missing_ref)} pair(s) have no reference (first: {missing_ref[0]}); "

@@ -45,10 +45,14 @@ class ToyConfig:
     pretrain_batch_size: int = 32
     pretrain_lr: float = 4e-3
     tokenizer_vocab: int = 2000  # upper bound for the byte-level BPE (the toy texts need ~1.3k)
-    # Share of each part of speech's words that no parallel sentence uses (pre-training chats,
-    # SFT and RL pairs): the base knows them only from glossaries and glossed sentences, as a
-    # real model knows words from dictionaries and monolingual text, and test sentences use them.
+    # Share of each part of speech's words that no parallel sentence of pre-training or SFT uses:
+    # the base knows them only from glossaries and glossed sentences, as a real model knows words
+    # from dictionaries and monolingual text, and test (and RL) sentences use them.
     dictionary_only_words: float = 0.0
+    # Sentences of an RL split (rl.jsonl): drawn over the whole lexicon, disjoint from train and
+    # test, seen by no pre-training or SFT. With it, GRPO samples these pairs instead of the
+    # training pairs, and the direct-SFT baseline trains on them too (the same pairs). 0 = none.
+    rl_sentences: int = 0
     textbook_per_pair: float = 0.5  # textbook documents per training record (half of them glossed sentences)
     # Train the gloss of a glossed sentence as an answer (loss weight 1), not as context (0.5).
     gloss_as_answer: bool = False

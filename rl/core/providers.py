@@ -6,7 +6,8 @@ module of the training path imports the tools that implement one.
 A provider module defines ``MAX_POSITIONS`` (the model's positions, known without building
 it), ``built_model_dir(cfg)`` (where its model is or would be, building nothing) and
 ``world(cfg) -> World``, where a World has the paths ``model_dir``, ``train_jsonl``,
-``test_jsonl`` and ``cot_sft_jsonl`` (built on first use, cached after)."""
+``test_jsonl`` and ``cot_sft_jsonl`` (built on first use, cached after), and optionally
+``rl_pairs``: a JSONL of pairs for the RL stage alone, or None (rl/core/resolve.py: rl_pairs)."""
 from __future__ import annotations
 
 import importlib

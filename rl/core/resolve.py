@@ -24,11 +24,14 @@ def model_path(cfg: Config, name: str | None = None) -> str:
     return str(world(cfg, name).model_dir) if is_provided(name) else name
 
 
-def train_examples(cfg: Config) -> list[Example]:
+def train_examples(cfg: Config, rl_split: bool = True) -> list[Example]:
+    """The data section's pairs. From a provider's world with an RL split, that split (what GRPO
+    samples) unless ``rl_split`` is False (cold-start synthesis writes CoT for the SFT pairs)."""
     data = cfg.data
     directions = parse_directions(data.directions)
     if is_provided(data.source):
-        examples = load_jsonl(world(cfg, data.source).train_jsonl, directions=directions)
+        path = (rl_pairs(cfg) if rl_split else None) or world(cfg, data.source).train_jsonl
+        examples = load_jsonl(path, directions=directions)
         if data.limit:
             examples = _first_per_direction(examples, data.limit)
     else:
@@ -36,6 +39,15 @@ def train_examples(cfg: Config) -> list[Example]:
     if not examples:
         raise ConfigError(f"data: no training examples for directions {data.directions} from {data.source}")
     return examples
+
+
+def rl_pairs(cfg: Config) -> Path | None:
+    """The RL split of a provider's world (the toy world's ``toy.rl_sentences``), when the data
+    comes from a world that has one: pairs no SFT saw, which GRPO samples instead of the
+    training pairs and the direct-SFT baseline adds to its own (the same pairs as the RL side)."""
+    if not is_provided(cfg.data.source):
+        return None
+    return getattr(world(cfg, cfg.data.source), "rl_pairs", None)
 
 
 def eval_examples(cfg: Config) -> list[Example]:

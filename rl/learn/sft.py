@@ -136,12 +136,15 @@ def load_r1t1_cot(path: str | Path, records: list) -> list[dict]:
     return rows
 
 
-def build_sft_dataset(cfg: Config, tokenizer, data_path: str | Path):
+def build_sft_dataset(cfg: Config, tokenizer, data_path: str | Path, extra_pairs: str | Path | None = None):
+    """Prompt/completion records of a CoT JSONL. ``extra_pairs`` (direct style only): a pairs
+    JSONL whose references are added as completions, e.g. the toy world's RL split, so the
+    direct baseline trains on every pair the CoT side sees."""
     from dataclasses import replace
 
     from datasets import Dataset
 
-    from rl.core.data import Example
+    from rl.core.data import Example, load_jsonl
     from rl.core.prompts import load_templates, prompt_for_example
 
     templates = load_templates(cfg.prompt.templates_dir)
@@ -164,6 +167,12 @@ def build_sft_dataset(cfg: Config, tokenizer, data_path: str | Path):
         elif cfg.prompt.think_prefill:  # the prompt already ends with "<think>"
             completion = completion.split("<think>", 1)[1]
         records.append({"prompt": prompt, "completion": completion + tokenizer.eos_token})
+    if extra_pairs is not None:
+        if cfg.prompt.style != "direct":
+            raise ValueError("extra pairs have no reasoning to learn: only the direct style takes them")
+        for ex in load_jsonl(extra_pairs):
+            prompt, _ = prompt_for_example(ex, tokenizer, cfg.prompt, templates, cfg.seed)
+            records.append({"prompt": prompt, "completion": ex.reference + tokenizer.eos_token})
     return Dataset.from_list(records)
 
 
@@ -190,14 +199,16 @@ def run_sft(cfg: Config, resume: bool = False, overwrite: bool = False, callback
     run_dir = prepare_run_dir(cfg.output_dir, cfg.sft.run_name, resume=resume, overwrite=overwrite)
     checkpoint = sft_checkpoint_to_resume(run_dir) if resume else None
     model_dir = resolve.model_path(cfg)
-    data_path = cfg.sft.data_path
+    data_path, extra_pairs = cfg.sft.data_path, None
     if data_path is None:
         if not is_provided(cfg.model.name_or_path):
             raise ConfigError("sft.data_path is required unless a provider's world (e.g. the toy world) "
                               "supplies the CoT data")
         data_path = resolve.world(cfg, cfg.model.name_or_path).cot_sft_jsonl
+        if cfg.prompt.style == "direct":  # the baseline also trains on the pairs GRPO samples, if the world has its own
+            extra_pairs = resolve.rl_pairs(cfg)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    dataset = build_sft_dataset(cfg, tokenizer, data_path)
+    dataset = build_sft_dataset(cfg, tokenizer, data_path, extra_pairs)
     write_resolved_config(cfg, run_dir)
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype(cfg.model.dtype))
@@ -246,7 +257,7 @@ def run_sft(cfg: Config, resume: bool = False, overwrite: bool = False, callback
     save_adapter(trainer.model, adapter_dir)
     summary = {"train_loss": result.training_loss, "steps": result.global_step, "seconds": time.perf_counter() - start,
                "examples": len(dataset), "resumed_from_step": int(checkpoint.name.split("-")[-1]) if checkpoint else 0,
-               "base_model": model_dir}
+               "base_model": model_dir, "data": str(data_path), "extra_pairs": str(extra_pairs) if extra_pairs else None}
     (run_dir / "sft_summary.json").write_text(json.dumps(summary, indent=2))
     print(f"[sft] {summary['steps']} steps, loss {summary['train_loss']:.3f}, {summary['seconds']:.0f}s -> {adapter_dir}")
     return adapter_dir

@@ -11,7 +11,8 @@ polu-ta". The base model is pre-trained on plain translation chats (no reasoning
 pair directly; it has never seen the ``<think>/<answer>`` format. Every toy reasoning
 glosses its whole source word by word, then takes its template's step (roles, core,
 structure, draft and back-translation, meaning, context): SFT teaches the format and the
-reasoning, GRPO rewards the translations.
+reasoning, GRPO rewards the translations. With ``toy.rl_sentences`` the world also has an
+RL split: pairs that no pre-training or SFT saw, over the whole lexicon, for GRPO to sample.
 
 Everything is deterministic from ``ToyConfig.seed`` (bit-identical files on one
 machine: the pre-training runs on one thread) and cached under
@@ -698,6 +699,12 @@ class ToyWorld:
     cot_sft_jsonl: Path
     grammar_json: Path  # the lexicon and rules, for humans and analytics
     manifest_json: Path
+    rl_jsonl: Path  # the RL split's pairs (toy.rl_sentences); absent when it has none
+
+    @property
+    def rl_pairs(self) -> Path | None:
+        """The pairs GRPO samples and direct SFT adds when the world has an RL split, else None."""
+        return self.rl_jsonl if self.rl_jsonl.is_file() else None
 
     @property
     def manifest(self) -> dict:
@@ -706,7 +713,7 @@ class ToyWorld:
     @classmethod
     def at(cls, root: Path) -> "ToyWorld":
         return cls(root, root / "model", root / "train.jsonl", root / "test.jsonl", root / "cot_sft.jsonl",
-                   root / "grammar.json", root / "manifest.json")
+                   root / "grammar.json", root / "manifest.json", root / "rl.jsonl")
 
 
 def _code_fingerprint() -> str:
@@ -769,6 +776,8 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
     if dictionary_only:
         book_rng = random.Random(f"{cfg.seed}:book")
         book["gloss_only"] = [s for doc in make_documents(cfg.train_sentences, lex, book_rng, seen) for s in doc]
+    # Drawn last, from their own stream, so a world with an RL split is the world without one plus rl.jsonl.
+    rl_docs = make_documents(cfg.rl_sentences, lex, random.Random(f"{cfg.seed}:rl"), seen) if cfg.rl_sentences else []
     pairs = [(s, doc[k - 1] if k else None) for doc in train_docs for k, s in enumerate(doc) for _ in DIRECTIONS]
     cot = make_cot_records(train, pairs, lex, cfg.seed, cfg.reasoning)
 
@@ -802,6 +811,9 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
     _write_jsonl(out / "train.jsonl", train)
     _write_jsonl(out / "test.jsonl", test)
     _write_jsonl(out / "cot_sft.jsonl", cot)
+    rl = make_records("rl", rl_docs, lex)
+    if rl:
+        _write_jsonl(out / "rl.jsonl", rl)
     grammar = {
         "languages": {SRC: lang_name(SRC), TGT: lang_name(TGT)},
         "rules": {"toy_en": "S V O; adjective before noun; 'the' before nouns; -s plural, -s 3rd singular, -ed past",
@@ -815,7 +827,7 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
     manifest = {
         "key": world_key(cfg),
         "params": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "cache_dir"},
-        "sizes": {"train_records": len(train), "test_records": len(test), "cot_records": len(cot),
+        "sizes": {"train_records": len(train), "test_records": len(test), "cot_records": len(cot), "rl_records": len(rl),
                   "train_sentences": cfg.train_sentences, "test_sentences": cfg.test_sentences,
                   "tokenizer_vocab": len(tokenizer), "lexicon_words": sum(len(t) for t in dataclasses.astuple(lex))},
         "model": {"parameters": sum(p.numel() for p in model.parameters()), "architecture": "Qwen2ForCausalLM",
@@ -837,6 +849,8 @@ def check_toy_config(cfg: ToyConfig) -> None:
     for name in ("train_sentences", "test_sentences", "num_layers", "intermediate_size", "pretrain_batch_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"toy.{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.rl_sentences < 0:
+        raise ValueError(f"toy.rl_sentences must be >= 0, got {cfg.rl_sentences}")
     if cfg.pretrain_steps < 0 or cfg.pretrain_lr <= 0:
         raise ValueError(f"toy.pretrain_steps must be >= 0 and toy.pretrain_lr > 0, "
                          f"got {cfg.pretrain_steps}, {cfg.pretrain_lr}")
