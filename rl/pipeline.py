@@ -1,7 +1,12 @@
 """The main job: the whole recipe in one command.
 
-    python -m rl.pipeline [--config configs/toy.yaml] [--run-name NAME] [--section.key value ...]
+    python -m rl.pipeline [--config configs/toy_pivot.yaml] [--run-name NAME] [--section.key value ...]
     python -m rl.pipeline --sweep reward.spec=chrf-format,bleu-format --seeds 0,1,2   # an experiment
+
+The default recipe is the toy pivot world (configs/toy_pivot.yaml), where translating through
+English is what makes the new direction solvable: it shows what the product is for, reasoning
+beating direct translation with the same pairs. configs/toy.yaml (the two-language world, where
+the base already translates directly) is the recipe GRPO's learning test runs.
 
 toy world (built if missing) -> cold-start CoT SFT and the direct-SFT baseline (each
 if its adapter is missing) -> GRPO -> evaluation on the held-out set of the base model
@@ -26,7 +31,7 @@ from rl.core.sweep import Arm, arm_setting, make_arms, parse_seeds
 from rl.core.errors import run_cli
 from rl.core.runs import EXIT_INTERRUPTED, prepare_run_dir
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy_pivot.yaml"
 PIPELINE_METRICS = ["chrf", "bleu", "format_failure_rate", "source_coverage"]  # R1-T1's gains are read on chrF
 DIRECT_SUFFIX = "-direct"  # runs/<sft.run_name>-direct: the direct-SFT baseline's adapter
 

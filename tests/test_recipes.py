@@ -52,7 +52,7 @@ def overrides_for(path: Path, data_dir: Path, cot_jsonl: Path) -> list[str]:
 
 def test_the_expected_recipes_ship():
     names = {p.name for p in RECIPES}
-    assert {"toy.yaml", "r1t1-qwen2.5-7b.yaml", "small-qwen2.5-1.5b.yaml",
+    assert {"toy.yaml", "toy_pivot.yaml", "r1t1-qwen2.5-7b.yaml", "small-qwen2.5-1.5b.yaml",
             "sft-r1t1-qwen2.5-7b.yaml", "sft-small-qwen2.5-1.5b.yaml"} <= names
     assert {p.name for p in ACCELERATE} >= {"single_gpu.yaml", "multi_gpu_ddp.yaml", "deepspeed_zero2.yaml"}
 

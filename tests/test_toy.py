@@ -18,7 +18,8 @@ from rl.core.parsing import parse_completion
 from rl.core.prompts import TEMPLATE_NAMES, full_completion, render_completion, render_prompt
 from rl.tools.toy import (
     Lexicon, Phrase, Sentence, build_toy_world, chat_messages, greedy_translate, init_unseen_embeddings, make_lexicon,
-    make_textbook, make_think, plain_prompt, render_en, render_xx, split_dictionary_only, textbook_sequences, world_key,
+    make_textbook, make_think, make_yish_lexicon, plain_prompt, render_en, render_xx, render_yy, split_dictionary_only,
+    textbook_sequences, world_key,
 )
 
 SMALL = dict(train_sentences=300, test_sentences=30, pretrain_steps=15, vocab_words=60)
@@ -123,6 +124,45 @@ def test_grammar_rules():
     assert render_xx(s, LEX) == "zeka zeka-li-ko tasu polu-ru"
     s = Sentence(Phrase("dog", True, None), "cry", True, None, None)
     assert (render_en(s), render_xx(s, LEX)) == ("the dogs cried", "vana-li dabi-ta")
+
+
+def test_toy_yish_grammar_and_stems():
+    """The pivot world's third language: V Adv S O, adjective first, its own suffixes and stems."""
+    lex = make_lexicon(120, random.Random(0))
+    ylex = make_yish_lexicon(lex, random.Random(1))
+    y = {en: ylex.xx(en) for en in ("cat", "big", "chase", "dog", "quickly", "cry")}
+    s = Sentence(Phrase("cat", True, "big"), "chase", True, Phrase("dog", False, None), "quickly")
+    assert render_yy(s, ylex) == f"{y['chase']}-ki {y['quickly']} {y['big']} {y['cat']}-ne {y['dog']}-po"
+    s = Sentence(Phrase("dog", False, None), "cry", False, None, None)
+    assert render_yy(s, ylex) == f"{y['cry']}-sa {y['dog']}"
+    xx = {x for t in dataclasses.astuple(lex) for x in t.values()}
+    yy = [x for t in dataclasses.astuple(ylex) for x in t.values()]
+    assert len(yy) == len(set(yy)) == 120 and not xx & set(yy)
+    assert [list(t) for t in dataclasses.astuple(ylex)] == [list(t) for t in dataclasses.astuple(lex)]
+
+
+def test_a_pivot_world_pairs_xish_with_yish_and_reasons_through_english(tmp_path):
+    """toy.pivot_pairs: SFT, RL and test pairs are Xish <-> Yish (a direction the base never saw);
+    the CoT's thinking is the sentence in Toy English; the manifest probes all six directions."""
+    world = build_toy_world(ToyConfig(**SMALL, pivot_pairs=20, rl_sentences=10, cache_dir=str(tmp_path)),
+                            progress=False)
+    train, test, rl, cot = (read_jsonl(p) for p in (world.train_jsonl, world.test_jsonl, world.rl_jsonl,
+                                                    world.cot_sft_jsonl))
+    assert (len(train), len(test), len(rl), len(cot)) == (40, 60, 20, 40)
+    for rows in (train, test, rl, cot):
+        assert {(r["src_lang"], r["tgt_lang"]) for r in rows} == {("toy_xx", "toy_yy"), ("toy_yy", "toy_xx")}
+    grammar = json.loads(world.grammar_json.read_text())
+    en_of = {v: k for t in grammar["lexicon"].values() for k, v in t.items()}
+    for row in cot:
+        think, answer = re.fullmatch(r"<think>Toy English: (.*)\.</think><answer>(.*)</answer>", row["completion"]).groups()
+        xx = row["source"] if row["src_lang"] == "toy_xx" else row["reference"]
+        assert answer == row["reference"] and row["template"] == "triangulating"
+        for lemma in (en_of[w.split("-")[0]] for w in xx.split()):  # the same sentence in English
+            assert any(w.startswith(lemma.removesuffix("y")) for w in think.split()), (lemma, think)
+    sources = {r["source"] for r in train} | {r["source"] for r in test} | {r["source"] for r in rl}
+    assert len(sources) == 2 * (20 + 30 + 10)  # disjoint splits
+    assert set(world.manifest["pretrain"]["probe_chrf"]) == {
+        "toy_en-toy_xx", "toy_xx-toy_en", "toy_en-toy_yy", "toy_yy-toy_en", "toy_xx-toy_yy", "toy_yy-toy_xx"}
 
 
 def test_lexicon_is_seeded_and_unambiguous():

@@ -53,6 +53,11 @@ class ToyConfig:
     # test, seen by no pre-training or SFT. With it, GRPO samples these pairs instead of the
     # training pairs, and the direct-SFT baseline trains on them too (the same pairs). 0 = none.
     rl_sentences: int = 0
+    # A pivot world: > 0 adds a third language, Toy Yish (toy_yy, V S O). The base pre-trains on
+    # English <-> Xish and English <-> Yish, never Xish <-> Yish; the SFT split is this many
+    # Xish <-> Yish sentences, and the RL and test splits are Xish <-> Yish too. Its CoT
+    # translates through Toy English (the triangulating template). 0 = the two-language world.
+    pivot_pairs: int = 0
     textbook_per_pair: float = 0.5  # textbook documents per training record (half of them glossed sentences)
     # Train the gloss of a glossed sentence as an answer (loss weight 1), not as context (0.5).
     gloss_as_answer: bool = False

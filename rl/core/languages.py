@@ -91,6 +91,7 @@ _CURATED: tuple[Language, ...] = (
     # The offline toy world (rl/tools/toy.py): the same code in every scheme.
     _toy("toy_en", "Toy English"),
     _toy("toy_xx", "Toy Xish"),
+    _toy("toy_yy", "Toy Yish"),  # a pivot world's third language (toy.pivot_pairs)
 )
 
 _TABLE = Path(__file__).with_name("flores_languages.tsv")

@@ -43,6 +43,9 @@ from rl.core.prompts import (DEFAULT_SYSTEM_PROMPT, TEMPLATE_NAMES, build_messag
 
 SRC, TGT = "toy_en", "toy_xx"
 DIRECTIONS = ((SRC, TGT), (TGT, SRC))
+PIVOT = "toy_yy"  # Toy Yish, the third language of a pivot world (toy.pivot_pairs)
+PIVOT_DIRECTIONS = ((TGT, PIVOT), (PIVOT, TGT))  # the pivot world's SFT, RL and test pairs
+YISH_DIRECTIONS = ((SRC, PIVOT), (PIVOT, SRC))  # pre-training only
 CHAT_TEMPLATE = (
     "{%- for message in messages %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
@@ -80,6 +83,7 @@ ADVS = "quickly slowly quietly loudly often always gladly rarely sadly softly ge
 # Toy Xish suffixes, written with a hyphen so that the tokenizer keeps stem and suffix apart
 # (one token per stem and per suffix: the morphology is visible to the model).
 PLURAL, OBJECT, PAST, PRESENT = "-li", "-ko", "-ta", "-ru"
+Y_PLURAL, Y_OBJECT, Y_PAST, Y_PRESENT = "-ne", "-po", "-ki", "-sa"  # Toy Yish's
 CONSONANTS, VOWELS = "bdgklmnprstvz", "aeiou"
 
 
@@ -145,6 +149,22 @@ def make_lexicon(size: int, rng: random.Random) -> Lexicon:
             taken.add(stem)
             table[en] = stem
         tables.append(dict(sorted(table.items())))
+    return Lexicon(*tables)
+
+
+def make_yish_lexicon(lex: Lexicon, rng: random.Random) -> Lexicon:
+    """Toy Yish stems for the same English words, none equal to a Xish stem or to each other."""
+    taken = {stem for table in dataclasses.astuple(lex) for stem in table.values()}
+    tables = []
+    for table in dataclasses.astuple(lex):
+        out = {}
+        for en in table:
+            stem = ""
+            while not stem or stem in taken:
+                stem = "".join(rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(rng.choice((2, 2, 3))))
+            taken.add(stem)
+            out[en] = stem
+        tables.append(out)
     return Lexicon(*tables)
 
 
@@ -214,7 +234,21 @@ def render_xx(s: Sentence, lex: Lexicon) -> str:
     return " ".join(w for w in words if w)
 
 
-def render(s: Sentence, lang: str, lex: Lexicon) -> str:
+def yy_phrase(p: Phrase, ylex: Lexicon, is_object: bool) -> str:
+    noun = ylex.nouns[p.noun] + (Y_PLURAL if p.plural else "") + (Y_OBJECT if is_object else "")
+    return " ".join(w for w in (ylex.adjs.get(p.adj or ""), noun) if w)
+
+
+def render_yy(s: Sentence, ylex: Lexicon) -> str:
+    """V Adv S O, adjective before noun, no articles, suffixes -ne (plural), -po (object), -ki/-sa (tense)."""
+    words = [ylex.xx(s.verb) + (Y_PAST if s.past else Y_PRESENT), ylex.advs.get(s.adv or ""),
+             yy_phrase(s.subj, ylex, False), yy_phrase(s.obj, ylex, True) if s.obj else None]
+    return " ".join(w for w in words if w)
+
+
+def render(s: Sentence, lang: str, lex: Lexicon, ylex: Lexicon | None = None) -> str:
+    if lang == PIVOT:
+        return render_yy(s, ylex)
     return render_en(s) if lang == SRC else render_xx(s, lex)
 
 
@@ -449,17 +483,18 @@ def make_textbook(lex: Lexicon, rng: random.Random, count: int, sentences: list[
 
 
 # ----------------------------------------------------------------------------- records
-def make_records(split: str, docs: list[list[Sentence]], lex: Lexicon) -> list[dict]:
+def make_records(split: str, docs: list[list[Sentence]], lex: Lexicon, directions=DIRECTIONS,
+                 ylex: Lexicon | None = None) -> list[dict]:
     """rl/core/data.py JSONL records, both directions per sentence; ``context`` = previous sentence."""
     records = []
     i = 0
     for doc in docs:
         for k, s in enumerate(doc):
-            for src, tgt in DIRECTIONS:
+            for src, tgt in directions:
                 rec = {"id": f"toy-{split}-{i:05d}-{src[-2:]}2{tgt[-2:]}", "src_lang": src, "tgt_lang": tgt,
-                       "source": render(s, src, lex), "reference": render(s, tgt, lex)}
+                       "source": render(s, src, lex, ylex), "reference": render(s, tgt, lex, ylex)}
                 if k > 0:
-                    rec["context"] = render(doc[k - 1], src, lex)
+                    rec["context"] = render(doc[k - 1], src, lex, ylex)
                 records.append(rec)
             i += 1
     return records
@@ -480,6 +515,15 @@ def make_cot_records(records: list[dict], sentences: list[tuple[Sentence, Senten
         out.append({**rec, "template": template,
                     "completion": render_completion(think, rec["reference"], think_prefill=False)})
     return out
+
+
+def make_pivot_cot_records(records: list[dict], sentences: list[Sentence]) -> list[dict]:
+    """A pivot world's CoT: the source translated into Toy English, then the answer (R1-T1's
+    triangulating template at its plainest). Each step is a translation the base was
+    pre-trained on; the direction itself (Xish <-> Yish) it never saw."""
+    return [{**rec, "template": "triangulating",
+             "completion": render_completion(f"{lang_name(SRC)}: {render_en(s)}.", rec["reference"], think_prefill=False)}
+            for rec, s in zip(records, sentences)]
 
 
 @functools.lru_cache(maxsize=1)
@@ -765,6 +809,7 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
     lex = make_lexicon(cfg.vocab_words, rng)
     parallel_lex, dictionary_only = split_dictionary_only(lex, cfg.dictionary_only_words,
                                                           random.Random(f"{cfg.seed}:dictionary-only"))
+    ylex = make_yish_lexicon(lex, random.Random(f"{cfg.seed}:yish")) if cfg.pivot_pairs else None
     seen: set[str] = set()
     test_docs = make_documents(cfg.test_sentences, lex, rng, seen)
     train_docs = make_documents(cfg.train_sentences, parallel_lex, rng, seen)
@@ -776,32 +821,46 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
     if dictionary_only:
         book_rng = random.Random(f"{cfg.seed}:book")
         book["gloss_only"] = [s for doc in make_documents(cfg.train_sentences, lex, book_rng, seen) for s in doc]
-    # Drawn last, from their own stream, so a world with an RL split is the world without one plus rl.jsonl.
-    rl_docs = make_documents(cfg.rl_sentences, lex, random.Random(f"{cfg.seed}:rl"), seen) if cfg.rl_sentences else []
     pairs = [(s, doc[k - 1] if k else None) for doc in train_docs for k, s in enumerate(doc) for _ in DIRECTIONS]
     cot = make_cot_records(train, pairs, lex, cfg.seed, cfg.reasoning)
+    chats, texts = train, [c["completion"] for c in cot]  # pre-training's chats; what the tokenizer also learns
+    book_count = int(len(train) * cfg.textbook_per_pair)
+    probe_directions = DIRECTIONS
+    if ylex:  # a pivot world: pre-training adds English <-> Yish; SFT, RL and test pairs are Xish <-> Yish
+        chats = train + make_records("train", train_docs, lex, YISH_DIRECTIONS, ylex)
+        pivot_docs = make_documents(cfg.pivot_pairs, parallel_lex, random.Random(f"{cfg.seed}:pivot"), seen)
+        train = make_records("train", pivot_docs, lex, PIVOT_DIRECTIONS, ylex)
+        test = make_records("test", test_docs, lex, PIVOT_DIRECTIONS, ylex)
+        cot = make_pivot_cot_records(train, [s for doc in pivot_docs for s in doc for _ in PIVOT_DIRECTIONS])
+        texts += [c["completion"] for c in cot]
+        probe_directions = DIRECTIONS + YISH_DIRECTIONS + PIVOT_DIRECTIONS
+    # Drawn last, from their own stream, so a world with an RL split is the world without one plus rl.jsonl.
+    rl_docs = make_documents(cfg.rl_sentences, lex, random.Random(f"{cfg.seed}:rl"), seen) if cfg.rl_sentences else []
 
     # The tokenizer learns every text the pipeline will show it: sentences, the training prompt
     # (no template named, as configs/toy.yaml asks), CoTs. Prompts that spell out a template's
     # steps still encode (byte-level BPE), in more tokens.
-    texts = [r["source"] for r in train] + [c["completion"] for c in cot] + make_textbook(lex, random.Random(0), 200, **book)
-    for rec in train[:: max(1, len(train) // 500)]:
+    texts = [r["source"] for r in chats] + texts + make_textbook(lex, random.Random(0), 200, **book)
+    for rec in chats[:: max(1, len(chats) // 500)] + train[:: max(1, len(train) // 50)] * bool(ylex):
         texts += [m["content"] for m in chat_messages(rec)]
     model_dir = out / "model"
     tokenizer = train_tokenizer(texts, cfg.tokenizer_vocab, model_dir)
 
     with _single_thread():
         model = make_model(cfg, tokenizer)
-        textbook = make_textbook(lex, random.Random(f"{cfg.seed}:textbook"), int(len(train) * cfg.textbook_per_pair),
+        textbook = make_textbook(lex, random.Random(f"{cfg.seed}:textbook"), book_count,
                                  **book)
-        losses, seen_ids = pretrain(model, tokenizer, train, textbook, cfg, progress)
+        losses, seen_ids = pretrain(model, tokenizer, chats, textbook, cfg, progress)
         unseen = tuple(t for t in FORMAT_TOKENS if tokenizer.convert_tokens_to_ids(t) not in seen_ids)
         init_unseen_embeddings(model, tokenizer, unseen, cfg.seed)
         chrf, gloss_chrf = {}, {}
-        for src, tgt in DIRECTIONS:  # how well the base translates and glosses, for the manifest
-            probe = [r for r in test if r["src_lang"] == src][:PROBE_SIZE]
+        probe_test = make_records("test", test_docs, lex, probe_directions, ylex)
+        for src, tgt in probe_directions:  # how well the base translates (and glosses), for the manifest
+            probe = [r for r in probe_test if (r["src_lang"], r["tgt_lang"]) == (src, tgt)][:PROBE_SIZE]
             hyps = greedy_translate(model, tokenizer, probe)
             chrf[f"{src}-{tgt}"] = round(sacrebleu.corpus_chrf(hyps, [[r["reference"] for r in probe]]).score, 2)
+            if (src, tgt) not in DIRECTIONS:
+                continue
             glosses = [g.split(f" {TRANSLATION_MARK}")[0]  # an interlinear text's translation is not gloss
                        for g in greedy_complete(model, tokenizer, [gloss_prompt(r) for r in probe], 96)]
             truth = [f"{_gloss(s, src, lex)}." for doc in test_docs for s in doc][:PROBE_SIZE]
@@ -811,7 +870,7 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
     _write_jsonl(out / "train.jsonl", train)
     _write_jsonl(out / "test.jsonl", test)
     _write_jsonl(out / "cot_sft.jsonl", cot)
-    rl = make_records("rl", rl_docs, lex)
+    rl = make_records("rl", rl_docs, lex, PIVOT_DIRECTIONS if ylex else DIRECTIONS, ylex)
     if rl:
         _write_jsonl(out / "rl.jsonl", rl)
     grammar = {
@@ -822,6 +881,11 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
         "lexicon": dataclasses.asdict(lex),
         "dictionary_only": dictionary_only,  # in no training pair: known from the textbook alone
     }
+    if ylex:
+        grammar["languages"][PIVOT] = lang_name(PIVOT)
+        grammar["rules"]["toy_yy"] = "V Adv S O; adjective before noun; no articles; suffixes on nouns and verbs"
+        grammar["rules"]["suffixes_toy_yy"] = {"plural": Y_PLURAL, "object": Y_OBJECT, "past": Y_PAST, "present": Y_PRESENT}
+        grammar["lexicon_toy_yy"] = dataclasses.asdict(ylex)
     (out / "grammar.json").write_text(json.dumps(grammar, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     files = {str(p.relative_to(out)): _sha256(p) for p in sorted(out.rglob("*")) if p.is_file()}
     manifest = {
@@ -849,8 +913,8 @@ def check_toy_config(cfg: ToyConfig) -> None:
     for name in ("train_sentences", "test_sentences", "num_layers", "intermediate_size", "pretrain_batch_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"toy.{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.rl_sentences < 0:
-        raise ValueError(f"toy.rl_sentences must be >= 0, got {cfg.rl_sentences}")
+    if cfg.rl_sentences < 0 or cfg.pivot_pairs < 0:
+        raise ValueError(f"toy.rl_sentences and toy.pivot_pairs must be >= 0, got {cfg.rl_sentences}, {cfg.pivot_pairs}")
     if cfg.pretrain_steps < 0 or cfg.pretrain_lr <= 0:
         raise ValueError(f"toy.pretrain_steps must be >= 0 and toy.pretrain_lr > 0, "
                          f"got {cfg.pretrain_steps}, {cfg.pretrain_lr}")
