@@ -53,7 +53,7 @@ class ToyConfig:
     # test, seen by no pre-training or SFT. With it, GRPO samples these pairs instead of the
     # training pairs, and the direct-SFT baseline trains on them too (the same pairs). 0 = none.
     rl_sentences: int = 0
-    # A pivot world: > 0 adds a third language, Toy Yish (toy_yy, V S O). The base pre-trains on
+    # A pivot world: > 0 adds a third language, Toy Yish (toy_yy, V Adv S O). The base pre-trains on
     # English <-> Xish and English <-> Yish, never Xish <-> Yish; the SFT split is this many
     # Xish <-> Yish sentences, and the RL and test splits are Xish <-> Yish too. Its CoT
     # translates through Toy English (the triangulating template). 0 = the two-language world.

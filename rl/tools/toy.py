@@ -14,6 +14,11 @@ structure, draft and back-translation, meaning, context): SFT teaches the format
 reasoning, GRPO rewards the translations. With ``toy.rl_sentences`` the world also has an
 RL split: pairs that no pre-training or SFT saw, over the whole lexicon, for GRPO to sample.
 
+With ``toy.pivot_pairs`` it is a pivot world: a third language, Toy Yish (V Adv S O,
+adjective first, suffixes -ne/-po/-ki/-sa), which the base learns only paired with English.
+Its SFT, RL and test pairs are Xish <-> Yish, and its reasoning is the sentence in Toy English:
+two translations the base knows, chained (configs/toy_pivot.yaml, the main job).
+
 Everything is deterministic from ``ToyConfig.seed`` (bit-identical files on one
 machine: the pre-training runs on one thread) and cached under
 ``<cache_dir>/<key>/``, where the key hashes the config and this generator's code.
