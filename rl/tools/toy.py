@@ -147,30 +147,24 @@ def make_lexicon(size: int, rng: random.Random) -> Lexicon:
     for pool, count in zip(pools, counts):
         table = {}
         for en in rng.sample(sorted(pool), count):
-            while True:
-                stem = "".join(rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(rng.choice((2, 2, 3))))
-                if stem not in taken:
-                    break
-            taken.add(stem)
-            table[en] = stem
+            table[en] = _fresh_stem(rng, taken)
         tables.append(dict(sorted(table.items())))
     return Lexicon(*tables)
+
+
+def _fresh_stem(rng: random.Random, taken: set[str]) -> str:
+    """A stem of 2-3 CV syllables that is not in ``taken`` (and is added to it)."""
+    while True:
+        stem = "".join(rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(rng.choice((2, 2, 3))))
+        if stem not in taken:
+            taken.add(stem)
+            return stem
 
 
 def make_yish_lexicon(lex: Lexicon, rng: random.Random) -> Lexicon:
     """Toy Yish stems for the same English words, none equal to a Xish stem or to each other."""
     taken = {stem for table in dataclasses.astuple(lex) for stem in table.values()}
-    tables = []
-    for table in dataclasses.astuple(lex):
-        out = {}
-        for en in table:
-            stem = ""
-            while not stem or stem in taken:
-                stem = "".join(rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(rng.choice((2, 2, 3))))
-            taken.add(stem)
-            out[en] = stem
-        tables.append(out)
-    return Lexicon(*tables)
+    return Lexicon(*({en: _fresh_stem(rng, taken) for en in table} for table in dataclasses.astuple(lex)))
 
 
 def split_dictionary_only(lex: Lexicon, share: float, rng: random.Random) -> tuple[Lexicon, list[str]]:
@@ -525,7 +519,9 @@ def make_cot_records(records: list[dict], sentences: list[tuple[Sentence, Senten
 def make_pivot_cot_records(records: list[dict], sentences: list[Sentence]) -> list[dict]:
     """A pivot world's CoT: the source translated into Toy English, then the answer (R1-T1's
     triangulating template at its plainest). Each step is a translation the base was
-    pre-trained on; the direction itself (Xish <-> Yish) it never saw."""
+    pre-trained on; the direction itself (Xish <-> Yish) it never saw. (A word-by-word gloss
+    of the source before the English, measured once, took CoT SFT from 96.8 to 38.2 chrF: a
+    2,000-step base does not copy its source reliably, see the README.)"""
     return [{**rec, "template": "triangulating",
              "completion": render_completion(f"{lang_name(SRC)}: {render_en(s)}.", rec["reference"], think_prefill=False)}
             for rec, s in zip(records, sentences)]
