@@ -520,8 +520,8 @@ def make_pivot_cot_records(records: list[dict], sentences: list[Sentence]) -> li
     """A pivot world's CoT: the source translated into Toy English, then the answer (R1-T1's
     triangulating template at its plainest). Each step is a translation the base was
     pre-trained on; the direction itself (Xish <-> Yish) it never saw. (A word-by-word gloss
-    of the source before the English, measured once, took CoT SFT from 96.8 to 38.2 chrF: a
-    2,000-step base does not copy its source reliably, see the README.)"""
+    of the source before the English fails here: a 2,000-step base does not copy its source
+    reliably; the README's pivot-world section has the figures.)"""
     return [{**rec, "template": "triangulating",
              "completion": render_completion(f"{lang_name(SRC)}: {render_en(s)}.", rec["reference"], think_prefill=False)}
             for rec, s in zip(records, sentences)]
