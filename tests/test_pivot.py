@@ -18,15 +18,18 @@ PIVOT = str(REPO / "configs" / "toy_pivot.yaml")
 # process). SFT seeds 0, 1, 2 of both arms: CoT SFT 81.12, 79.11, 83.22; direct SFT 73.14,
 # 55.40, 64.75 (sd 8.9: direct SFT is the noisy arm). GRPO seeds 0, 1, 2 from the seed-0 cold
 # start: 88.61, 88.26, 88.36 (sd 0.18; step 80 of 160-step runs, the learning rate is constant).
-# RL_MARGIN, on GRPO's mean over LEARNING_SEEDS minus CoT SFT: the gains were +7.49, +7.14,
-# +7.24, and a world with 250 SFT pairs instead gave +5.8 (160 steps), so 3.0 leaves room for
-# the other CPU kind's numerics, which build another base and move a run as a seed does.
-# DIRECT_MARGIN, on GRPO's mean minus direct SFT (seed 0, as here: +15.3): the mean GRPO minus
-# the mean direct SFT is 24.0, and 5.0 is 2.1 direct-SFT sds below it. Per direction the gap
-# into Yish is thin (93.4 against direct SFT's 91.4, seed 0), so only the mean is asserted.
+# The base itself varies more than a seed: a world of another toy.seed (another lexicon,
+# sentences and base, as the other CPU kind's numerics build another base) gave, SFT seed 0 and
+# GRPO seed 0: toy.seed 1, direct SFT 76.84, CoT SFT 77.45, GRPO 79.89; toy.seed 2, 53.86, 70.12,
+# 75.66. So GRPO's gain over CoT SFT was +7.5, +2.4 and +5.5 over the three worlds, and over
+# direct SFT +15.5, +3.1 and +21.8. The margins hold in all three: RL_MARGIN (GRPO's mean over
+# LEARNING_SEEDS minus CoT SFT) is 1.0, still 5 GRPO-seed sds above no gain; DIRECT_MARGIN
+# (GRPO's mean minus direct SFT) is 0: GRPO must beat it, by however little. Per direction
+# the gap can be thin (into Yish 93.4 against 91.4 in the seed-0 world), so only the mean is
+# asserted.
 LEARNING_SEEDS = (0, 1)
-RL_MARGIN = 3.0
-DIRECT_MARGIN = 5.0
+RL_MARGIN = 1.0
+DIRECT_MARGIN = 0.0
 MIN_BLEU = 30.0  # the bar for real translations
 
 
