@@ -5,6 +5,7 @@ GRPO, beats the model taught to translate directly, and GRPO beats its own CoT-S
 every seed, with real translations."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -24,12 +25,14 @@ PIVOT = str(REPO / "configs" / "toy_pivot.yaml")
 # 75.66 (toy.seed 1, GRPO seed 1: 79.80; SFT seed 1: direct 73.55, CoT 67.92, so a weak
 # world's outcome depends on the SFT seed too). GRPO's gain over CoT SFT was +7.5, +2.4 and
 # +5.5 over the three worlds, and over direct SFT +15.5, +3.1 and +21.8 (SFT seed 0 and GRPO
-# seeds 0 and 1, as this test runs, where measured). The margins hold in all three: RL_MARGIN (GRPO's mean over
-# LEARNING_SEEDS minus CoT SFT) is 1.0, still 5 GRPO-seed sds above no gain; DIRECT_MARGIN
-# (GRPO's mean minus direct SFT) is 0: GRPO must beat it, by however little. Per direction
-# the gap can be thin (into Yish 93.4 against 91.4 in the seed-0 world), so only the mean is
-# asserted.
+# seeds 0 and 1, where measured). Direct SFT is averaged over DIRECT_SEEDS (25 s each) to tame
+# its spread: over seeds 0 and 1, GRPO's lead is +24.2 (toy.seed 0) and +4.7 (toy.seed 1). The
+# margins hold in all three worlds: RL_MARGIN (GRPO's mean over LEARNING_SEEDS minus CoT SFT)
+# is 1.0, still 5 GRPO-seed sds above no gain; DIRECT_MARGIN (GRPO's mean minus direct SFT's)
+# is 0: GRPO must beat it. Per direction the gap can be thin (into Yish 93.4 against 91.4 in
+# the seed-0 world), so only the mean is asserted.
 LEARNING_SEEDS = (0, 1)
+DIRECT_SEEDS = (0, 1)
 RL_MARGIN = 1.0
 DIRECT_MARGIN = 0.0
 MIN_BLEU = 30.0  # the issue's bar for real translations
@@ -52,11 +55,17 @@ def test_reasoning_and_grpo_beat_direct_sft_on_the_same_pairs(pivot_cfg, tmp_pat
 
     cfg, direct = pivot_cfg, direct_config(pivot_cfg)
     assert direct.sft.max_steps == cfg.sft.max_steps and direct.toy == cfg.toy  # same budget, base and pairs
-    cot_adapter, direct_adapter = run_sft(cfg), run_sft(direct)
+    cot_adapter = run_sft(cfg)
+    direct_adapters = []
+    for seed in DIRECT_SEEDS:
+        seeded = copy.deepcopy(direct)
+        seeded.seed, seeded.sft.run_name = seed, f"{direct.sft.run_name}-{seed}"
+        direct_adapters.append(run_sft(seeded))
     engine = make_rollout_engine(resolve.model_path(cfg), cfg.rollout, cfg.lora, seed=0)
     try:
         cot = evaluate(cfg, adapter=cot_adapter, out=tmp_path / "cot", engine=engine, progress=False)
-        plain = evaluate(direct, adapter=direct_adapter, out=tmp_path / "direct", engine=engine, progress=False)
+        plain = [evaluate(direct, adapter=a, out=tmp_path / f"direct-{i}", engine=engine, progress=False)
+                 for i, a in enumerate(direct_adapters)]
         grpo = []
         for seed in LEARNING_SEEDS:
             run_cfg = load_config(PIVOT, ["--output_dir", str(tmp_path), "--model.init_adapter", str(cot_adapter),
@@ -73,12 +82,13 @@ def test_reasoning_and_grpo_beat_direct_sft_on_the_same_pairs(pivot_cfg, tmp_pat
         return results["averages"]["all"]["chrf"]
 
     mean_grpo = sum(chrf(g) for g in grpo) / len(grpo)
-    figures = {"cot": chrf(cot), "direct": chrf(plain), "grpo": [chrf(g) for g in grpo]}
+    mean_direct = sum(chrf(p) for p in plain) / len(plain)
+    figures = {"cot": chrf(cot), "direct": [chrf(p) for p in plain], "grpo": [chrf(g) for g in grpo]}
     assert [d["direction"] for d in cot["directions"]] == ["toy_xx-toy_yy", "toy_yy-toy_xx"]
     for g in grpo:
         assert chrf(g) > chrf(cot), figures  # every seed gains over its cold start
         assert g["averages"]["all"]["bleu"] >= MIN_BLEU, g["averages"]["all"]
         assert g["averages"]["all"]["format_failure_rate"] < 0.1, g["averages"]["all"]
     assert mean_grpo - chrf(cot) > RL_MARGIN, figures
-    assert mean_grpo - chrf(plain) > DIRECT_MARGIN, figures
+    assert mean_grpo - mean_direct > DIRECT_MARGIN, figures
     assert cot["averages"]["all"]["format_failure_rate"] < 0.1
