@@ -46,12 +46,12 @@ def pivot_cfg(tmp_path_factory):
 @pytest.mark.slow
 def test_reasoning_and_grpo_beat_direct_sft_on_the_same_pairs(pivot_cfg, tmp_path):
     from rl.core import resolve
-    from rl.core.runs import prepare_run_dir, read_metrics
+    from rl.core.runs import read_metrics
     from rl.eval.evaluate import evaluate
-    from rl.learn import trainer_for
     from rl.learn.sft import run_sft
     from rl.pipeline import direct_config
     from rl.rollout import make_rollout_engine
+    from tests.test_train import run_grpo
 
     cfg, direct = pivot_cfg, direct_config(pivot_cfg)
     assert direct.sft.max_steps == cfg.sft.max_steps and direct.toy == cfg.toy  # same budget, base and pairs
@@ -68,12 +68,9 @@ def test_reasoning_and_grpo_beat_direct_sft_on_the_same_pairs(pivot_cfg, tmp_pat
                  for i, a in enumerate(direct_adapters)]
         grpo = []
         for seed in LEARNING_SEEDS:
-            run_cfg = load_config(PIVOT, ["--output_dir", str(tmp_path), "--model.init_adapter", str(cot_adapter),
-                                          "--seed", str(seed)])
-            run_cfg.run_name = f"grpo-{seed}"
-            run = prepare_run_dir(tmp_path, f"grpo-{seed}")
-            trainer_for(run_cfg)(run_cfg, run, engine=engine)
-            assert len(read_metrics(run)) == run_cfg.grpo.max_steps
+            run = run_grpo(tmp_path, f"grpo-{seed}", ["--model.init_adapter", str(cot_adapter), "--seed", str(seed)],
+                           engine=engine, config=PIVOT)
+            assert len(read_metrics(run)) == cfg.grpo.max_steps
             grpo.append(evaluate(cfg, adapter=run, out=tmp_path / f"eval-grpo-{seed}", engine=engine, progress=False))
     finally:
         engine.shutdown()
