@@ -209,8 +209,9 @@ def over_seeds(cmp: dict, arms: list[str], baseline: str = "cot-sft") -> str:
 
 
 def side_by_side(cmp: dict) -> str:
-    """One column per model, chrF / BLEU per direction, then format failures and source
-    coverage of the mean: the closing table of the main job (compare.md has every Δ)."""
+    """One column per model, chrF / BLEU per direction and of the means (all; seen and unseen
+    languages where both occur), then format failures and source coverage of the mean: the
+    closing table of the main job (compare.md has every Δ)."""
     from rl.eval.report import display_row
 
     def cell(values: list, i: int, scale: float = 1.0) -> str:
@@ -218,8 +219,9 @@ def side_by_side(cmp: dict) -> str:
 
     labels, rows = cmp["labels"], cmp["rows"]
     lines = ["| chrF / BLEU | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    means = {"avg:all"} | ({"avg:seen", "avg:unseen"} if "avg:unseen" in rows else set())  # x->en etc.: compare.md
     for row, vals in rows.items():
-        if row.startswith("avg:") and row != "avg:all":
+        if row.startswith("avg:") and row not in means:
             continue
         cells = [f"{cell(vals['chrf'], i)} / {cell(vals['bleu'], i)}" for i in range(len(labels))]
         lines.append(f"| {display_row(row)} | " + " | ".join(cells) + " |")

@@ -137,3 +137,24 @@ def test_main_job_closing_table_has_one_column_per_model():
     assert table[2] == "| toy_en→toy_xx | 90.00 / 45.00 | 40.00 / 20.00 |"
     assert table[4] == "| avg all | 90.50 / 45.00 | 40.50 / 20.00 |"
     assert table[-1] == "| source coverage % | – | 30.00 |" and table[-2] == "| format failures % | 5.00 | 5.00 |"
+    assert len(table) == 7  # no seen / unseen means when every language was seen
+
+
+def test_main_job_closing_table_splits_seen_and_unseen_languages():
+    """With an unseen language among the directions (configs/toy_pivot_unseen.yaml), the table
+    gives the means of the seen and the unseen directions too (R1-T1's split)."""
+    from rl.eval.compare import compare_results
+    from rl.pipeline import PIPELINE_METRICS, side_by_side
+
+    def results(chrf: float) -> dict:
+        rows = [{"direction": d, "src": d.split("-")[0], "tgt": d.split("-")[1], "chrf": chrf + k, "bleu": chrf,
+                 "format_failure_rate": 0.0, "source_coverage": None, "seen": k == 0}
+                for k, d in enumerate(("toy_xx-toy_yy", "toy_xx-toy_zz"))]
+        averages = {group: {"chrf": chrf + k, "bleu": chrf, "format_failure_rate": 0.0, "source_coverage": None}
+                    for k, group in ((0.5, "all"), (0, "seen"), (1, "unseen"))}
+        return {"directions": rows, "averages": averages, "settings": {"model": "m", "decoding": {}}}
+
+    table = side_by_side(compare_results([("a", results(50.0)), ("b", results(80.0))], PIPELINE_METRICS,
+                                         ["direct", "cot"])).splitlines()
+    assert table[4:7] == ["| avg all | 50.50 / 50.00 | 80.50 / 80.00 |", "| avg seen | 50.00 / 50.00 | 80.00 / 80.00 |",
+                          "| avg unseen | 51.00 / 50.00 | 81.00 / 80.00 |"]

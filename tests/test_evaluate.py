@@ -209,6 +209,20 @@ def test_scores_equal_sacrebleu_and_parser(evaluated):
     assert any(r["chrfpp"] > 0 for r in results["directions"])
 
 
+def test_source_coverage_reads_the_toy_glossary_and_only_quotes_elsewhere(evaluated, toy_world):
+    """Each output's coverage is the one its direction's glossary gives: the toy world's for a
+    toy language that has one, none (quoted words only) for the real languages."""
+    from rl.core.analytics import source_coverage
+    from rl.core.parsing import parse_completion
+
+    results, out = evaluated
+    for r in results["directions"]:
+        glossary = toy_world.glossary.get(r["src"])  # None for every real language, and for Toy English
+        for o in _jsonl(out / "outputs" / f"{r['direction']}.jsonl"):
+            think = parse_completion(o["full_completion"], strict=False).think
+            assert o["source_coverage"] == (None if think is None else source_coverage(o["source"], think, glossary))
+
+
 @pytest.mark.parametrize("tgt", ["zho_Hans", "tha_Thai", "deu_Latn"])
 def test_score_direction_matches_sacrebleu_on_real_text(tgt, data_dir):
     """Non-trivial hypotheses (the toy model's are mostly empty): references with words

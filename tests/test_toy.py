@@ -18,7 +18,8 @@ from rl.core.parsing import parse_completion
 from rl.core.prompts import TEMPLATE_NAMES, full_completion, render_completion, render_prompt
 from rl.tools.toy import (
     Lexicon, Phrase, Sentence, build_toy_world, chat_messages, greedy_translate, init_unseen_embeddings, make_lexicon,
-    make_textbook, make_think, make_yish_lexicon, plain_prompt, render_en, render_xx, render_yy, split_dictionary_only,
+    make_textbook, make_think, make_stem_lexicon, plain_prompt, render_en, render_xx, render_yy, render_zz,
+    split_dictionary_only,
     textbook_sequences, world_key,
 )
 
@@ -129,7 +130,7 @@ def test_grammar_rules():
 def test_toy_yish_grammar_and_stems():
     """The pivot world's third language: V Adv S O, adjective first, its own suffixes and stems."""
     lex = make_lexicon(120, random.Random(0))
-    ylex = make_yish_lexicon(lex, random.Random(1))
+    ylex = make_stem_lexicon(lex, random.Random(1))
     y = {en: ylex.xx(en) for en in ("cat", "big", "chase", "dog", "quickly", "cry")}
     s = Sentence(Phrase("cat", True, "big"), "chase", True, Phrase("dog", False, None), "quickly")
     assert render_yy(s, ylex) == f"{y['chase']}-ki {y['quickly']} {y['big']} {y['cat']}-ne {y['dog']}-po"
@@ -163,6 +164,60 @@ def test_a_pivot_world_pairs_xish_with_yish_and_reasons_through_english(tmp_path
     assert len(sources) == 2 * (20 + 30 + 10)  # disjoint splits
     assert set(world.manifest["pretrain"]["probe_chrf"]) == {
         "toy_en-toy_xx", "toy_xx-toy_en", "toy_en-toy_yy", "toy_yy-toy_en", "toy_xx-toy_yy", "toy_yy-toy_xx"}
+
+
+def test_toy_zish_grammar_and_stems():
+    """The unseen language: S V Adv O, adjective after noun, suffixes and stems of its own."""
+    lex = make_lexicon(120, random.Random(0))
+    ylex = make_stem_lexicon(lex, random.Random(1))
+    zlex = make_stem_lexicon(lex, random.Random(2), ylex)
+    z = {en: zlex.xx(en) for en in ("cat", "big", "chase", "dog", "quickly", "cry")}
+    s = Sentence(Phrase("cat", True, "big"), "chase", True, Phrase("dog", False, None), "quickly")
+    assert render_zz(s, zlex) == f"{z['cat']}-ma {z['big']} {z['chase']}-de {z['quickly']} {z['dog']}-gu"
+    assert render_zz(Sentence(Phrase("dog", False, None), "cry", False, None, None), zlex) == f"{z['dog']} {z['cry']}-vo"
+    stems = [{x for t in dataclasses.astuple(lx) for x in t.values()} for lx in (lex, ylex, zlex)]
+    assert len(stems[2]) == 120 and not stems[2] & (stems[0] | stems[1])
+
+
+def test_an_unseen_language_is_pretrained_with_english_and_tested_but_never_paired(tmp_path):
+    """toy.unseen_language: Toy Zish joins pre-training (with English) and the test split (with
+    Xish and Yish); SFT, RL and CoT records stay Xish <-> Yish, and the Xish <-> Yish test pairs
+    are the pivot world's own."""
+    params = dict(**SMALL, pivot_pairs=20, rl_sentences=10)
+    pivot = build_toy_world(ToyConfig(**params, cache_dir=str(tmp_path / "a")), progress=False)
+    world = build_toy_world(ToyConfig(**params, unseen_language=True, cache_dir=str(tmp_path / "b")), progress=False)
+    xy = {("toy_xx", "toy_yy"), ("toy_yy", "toy_xx")}
+    for path in ("train_jsonl", "rl_jsonl", "cot_sft_jsonl"):
+        assert {(r["src_lang"], r["tgt_lang"]) for r in read_jsonl(getattr(world, path))} == xy
+    test = read_jsonl(world.test_jsonl)
+    assert {(r["src_lang"], r["tgt_lang"]) for r in test} == xy | {
+        ("toy_xx", "toy_zz"), ("toy_zz", "toy_xx"), ("toy_yy", "toy_zz"), ("toy_zz", "toy_yy")}
+    assert [r for r in test if (r["src_lang"], r["tgt_lang"]) in xy] == read_jsonl(pivot.test_jsonl)
+    assert {"toy_en-toy_zz", "toy_zz-toy_en", "toy_xx-toy_zz"} <= set(world.manifest["pretrain"]["probe_chrf"])
+    zish = world.glossary["toy_zz"]
+    for r in test:
+        if r["src_lang"] == "toy_zz":  # every Zish stem is in its own lexicon
+            assert all(w.split("-")[0] in zish for w in r["source"].split())
+    with pytest.raises(ValueError, match="toy.unseen_language needs a pivot world"):
+        build_toy_world(ToyConfig(**SMALL, unseen_language=True, cache_dir=str(tmp_path / "c")), progress=False)
+
+
+def test_source_coverage_counts_a_gloss_the_reasoning_names(tmp_path):
+    """With the toy world's glossary, a pivot CoT's English counts for the source words it
+    translates (any inflection); a reasoning about another sentence does not."""
+    from rl.core.analytics import source_coverage
+
+    world = build_toy_world(ToyConfig(**SMALL, pivot_pairs=20, cache_dir=str(tmp_path)), progress=False)
+    glossary = world.glossary
+    assert set(glossary) == {"toy_xx", "toy_yy"}
+    rows = read_jsonl(world.cot_sft_jsonl)
+    for row in rows:
+        think = re.search(r"<think>(.*)</think>", row["completion"]).group(1)
+        assert source_coverage(row["source"], think, glossary[row["src_lang"]]) == 1.0, row
+        assert source_coverage(row["source"], think) == 0.0  # no source word is quoted
+    other = [source_coverage(a["source"], re.search(r"<think>(.*)</think>", b["completion"]).group(1),
+                             glossary[a["src_lang"]]) for a, b in zip(rows, rows[2:] + rows[:2])]
+    assert sum(other) / len(other) < 0.5  # another sentence's English glosses few of this one's words
 
 
 def test_lexicon_is_seeded_and_unambiguous():

@@ -120,13 +120,20 @@ def _forms(text: str) -> set[str]:
     return set(words) | {w.split("-", 1)[0] for w in words}
 
 
-def source_coverage(source: str, think: str | None) -> float | None:
+def source_coverage(source: str, think: str | None, glossary: dict[str, set[str]] | None = None) -> float | None:
     """Share of the source's content words (3+ letters, not a stop word) that the
-    reasoning quotes or glosses: a word counts when it, or its stem, appears in ``think``.
-    Thinking that never looks at its source (generic reasoning) scores near 0. Scripts
-    written without spaces count each run of letters as one word. None: no content word."""
+    reasoning quotes or glosses: a word counts when it, or its stem, appears in ``think``,
+    or, given a ``glossary`` (source word or stem -> the words that translate it), when one
+    of its glosses does. Thinking that never looks at its source (generic reasoning) scores
+    near 0. Scripts written without spaces count each run of letters as one word. None: no
+    content word."""
     content = [w for w in (m.lower() for m in _SOURCE_WORD.findall(source)) if len(w) >= 3 and w not in _STOP]
     if not content:
         return None
-    forms = _forms(think or "")
-    return sum(w in forms or w.split("-", 1)[0] in forms for w in content) / len(content)
+    forms, glossary = _forms(think or ""), glossary or {}
+
+    def covered(word: str) -> bool:
+        keys = {word, word.split("-", 1)[0]}
+        return bool(keys & forms) or any(not forms.isdisjoint(glossary.get(k, ())) for k in keys)
+
+    return sum(map(covered, content)) / len(content)

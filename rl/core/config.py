@@ -58,6 +58,10 @@ class ToyConfig:
     # Xish <-> Yish sentences, and the RL and test splits are Xish <-> Yish too. Its CoT
     # translates through Toy English (the triangulating template). 0 = the two-language world.
     pivot_pairs: int = 0
+    # A pivot world only: adds Toy Zish (toy_zz, S V Adv O), pre-trained with English <-> Zish like
+    # Yish but in no SFT or RL pair; the test split adds Xish <-> Zish and Yish <-> Zish, R1-T1's
+    # unseen-language evaluation (configs/toy_pivot_unseen.yaml).
+    unseen_language: bool = False
     textbook_per_pair: float = 0.5  # textbook documents per training record (half of them glossed sentences)
     # Train the gloss of a glossed sentence as an answer (loss weight 1), not as context (0.5).
     gloss_as_answer: bool = False

@@ -92,6 +92,7 @@ _CURATED: tuple[Language, ...] = (
     _toy("toy_en", "Toy English"),
     _toy("toy_xx", "Toy Xish"),
     _toy("toy_yy", "Toy Yish"),  # a pivot world's third language (toy.pivot_pairs)
+    _toy("toy_zz", "Toy Zish"),  # a pivot world's unseen language (toy.unseen_language)
 )
 
 _TABLE = Path(__file__).with_name("flores_languages.tsv")

@@ -7,7 +7,9 @@ A provider module defines ``MAX_POSITIONS`` (the model's positions, known withou
 it), ``built_model_dir(cfg)`` (where its model is or would be, building nothing) and
 ``world(cfg) -> World``, where a World has the paths ``model_dir``, ``train_jsonl``,
 ``test_jsonl`` and ``cot_sft_jsonl`` (built on first use, cached after), and optionally
-``rl_pairs``: a JSONL of pairs for the RL stage alone, or None (rl/core/resolve.py: rl_pairs)."""
+``rl_pairs``: a JSONL of pairs for the RL stage alone, or None (rl/core/resolve.py: rl_pairs), and
+``glossary``: per language, each source word -> the words that gloss it (rl.evaluate's source
+coverage counts a word whose gloss the reasoning names)."""
 from __future__ import annotations
 
 import importlib

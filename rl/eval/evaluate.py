@@ -313,6 +313,12 @@ def generate(cfg: Config, p: Plan, out: Path, engine: Any = None, progress: bool
     return records, timing
 
 
+def source_glossary(cfg: Config, lang: str) -> dict[str, set[str]] | None:
+    """The glossary of ``lang``'s words when its data's provider has one (the toy world), else None."""
+    name = provider_of_language(lang)
+    return getattr(resolve.world(cfg, name), "glossary", {}).get(lang) if name else None
+
+
 def score(cfg: Config, p: Plan, records: dict, timing: dict) -> tuple[list[dict], dict[str, list[dict]], str | None]:
     """(rows per direction, per-sentence outputs per direction, why COMET was skipped or None)."""
     rows, outputs = [], {}
@@ -320,7 +326,7 @@ def score(cfg: Config, p: Plan, records: dict, timing: dict) -> tuple[list[dict]
         name = direction_name(*d)
         if any(r["reference"] is None for r in records[d]):
             raise EvalError(f"{name}: some test sentences have no reference")
-        row, outs = score_direction(records[d], d[1], cfg.prompt)
+        row, outs = score_direction(records[d], d[1], cfg.prompt, source_glossary(cfg, d[0]))
         seen = None if p.seen is None else (d[0] in p.seen and d[1] in p.seen)
         rows.append({"direction": name, "src": d[0], "tgt": d[1], "seen": seen, **row, "comet": None,
                      "gen_seconds": timing[d], "cached": timing[d] is None,

@@ -6,10 +6,12 @@ from rl.core.config import Config
 from rl.eval.report import mean_or_none
 
 
-def score_direction(records: list[dict], tgt: str, prompt_cfg) -> tuple[dict, list[dict]]:
+def score_direction(records: list[dict], tgt: str, prompt_cfg,
+                    glossary: dict[str, set[str]] | None = None) -> tuple[dict, list[dict]]:
     """Parse every completion (strict for the format rate, lenient for the answer; a direct
     completion is all answer) and score the corpus with rewards' metrics; returns (row,
-    per-sentence rows)."""
+    per-sentence rows). ``glossary``: the source language's words -> their glosses, when the
+    data has one (the toy world), for source coverage."""
     from rewards.lexical import corpus_scores
     from rl.core.analytics import source_coverage
     from rl.core.parsing import parse_completion, parse_direct
@@ -22,7 +24,7 @@ def score_direction(records: list[dict], tgt: str, prompt_cfg) -> tuple[dict, li
         parsed = parse_direct(text) if prompt_cfg.style == "direct" else parse_completion(text, strict=False)
         outputs.append({**r, "full_completion": text, "answer": parsed.answer, "hypothesis": parsed.answer or "",
                         "format_ok": parsed.ok, "format_error": parsed.error,
-                        "source_coverage": None if parsed.think is None else source_coverage(r["source"], parsed.think)})
+                        "source_coverage": None if parsed.think is None else source_coverage(r["source"], parsed.think, glossary)})
     hyps, refs = [o["hypothesis"] for o in outputs], [o["reference"] for o in outputs]
     scores = corpus_scores(hyps, refs, tgt)
     n = len(outputs)

@@ -18,6 +18,10 @@ With ``toy.pivot_pairs`` it is a pivot world: a third language, Toy Yish (V Adv 
 adjective first, suffixes -ne/-po/-ki/-sa), which the base learns only paired with English.
 Its SFT, RL and test pairs are Xish <-> Yish, and its reasoning is the sentence in Toy English:
 two translations the base knows, chained (configs/toy_pivot.yaml, the main job).
+``toy.unseen_language`` adds a fourth, Toy Zish (S V Adv O, suffixes -ma/-gu/-de/-vo), also
+learnt only with English and in no SFT or RL pair, for R1-T1's unseen-language evaluation
+(configs/toy_pivot_unseen.yaml). ``ToyWorld.glossary`` gives each stem's Toy English forms, so
+the evaluation's source coverage can count a reasoning that glosses its source in English.
 
 Everything is deterministic from ``ToyConfig.seed`` (bit-identical files on one
 machine: the pre-training runs on one thread) and cached under
@@ -51,6 +55,9 @@ DIRECTIONS = ((SRC, TGT), (TGT, SRC))
 PIVOT = "toy_yy"  # Toy Yish, the third language of a pivot world (toy.pivot_pairs)
 PIVOT_DIRECTIONS = ((TGT, PIVOT), (PIVOT, TGT))  # the pivot world's SFT, RL and test pairs
 YISH_DIRECTIONS = ((SRC, PIVOT), (PIVOT, SRC))  # pre-training only
+UNSEEN = "toy_zz"  # Toy Zish, a pivot world's unseen language (toy.unseen_language): pre-training only
+ZISH_DIRECTIONS = ((SRC, UNSEEN), (UNSEEN, SRC))  # pre-training only
+UNSEEN_DIRECTIONS = ((TGT, UNSEEN), (UNSEEN, TGT), (PIVOT, UNSEEN), (UNSEEN, PIVOT))  # test only
 CHAT_TEMPLATE = (
     "{%- for message in messages %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
@@ -89,6 +96,7 @@ ADVS = "quickly slowly quietly loudly often always gladly rarely sadly softly ge
 # (one token per stem and per suffix: the morphology is visible to the model).
 PLURAL, OBJECT, PAST, PRESENT = "-li", "-ko", "-ta", "-ru"
 Y_PLURAL, Y_OBJECT, Y_PAST, Y_PRESENT = "-ne", "-po", "-ki", "-sa"  # Toy Yish's
+Z_PLURAL, Z_OBJECT, Z_PAST, Z_PRESENT = "-ma", "-gu", "-de", "-vo"  # Toy Zish's
 CONSONANTS, VOWELS = "bdgklmnprstvz", "aeiou"
 
 
@@ -110,6 +118,16 @@ def en_verb(verb: str, past: bool, third_singular: bool) -> str:
     if third_singular:
         return verb[:-1] + "ies" if _consonant_y(verb) else verb + ("es" if _es(verb) else "s")
     return verb
+
+
+def en_forms(word: str, part_of_speech: str) -> set[str]:
+    """Every Toy English form of a lexicon word: a noun's singular and plural, a verb's bare,
+    -s and past forms, an adjective or adverb as it is."""
+    if part_of_speech == "nouns":
+        return {word, en_plural(word)}
+    if part_of_speech.startswith("verbs"):
+        return {en_verb(word, past, third) for past in (False, True) for third in (False, True)}
+    return {word}
 
 
 @dataclass(frozen=True)
@@ -161,9 +179,10 @@ def _fresh_stem(rng: random.Random, taken: set[str]) -> str:
             return stem
 
 
-def make_yish_lexicon(lex: Lexicon, rng: random.Random) -> Lexicon:
-    """Toy Yish stems for the same English words, none equal to a Xish stem or to each other."""
-    taken = {stem for table in dataclasses.astuple(lex) for stem in table.values()}
+def make_stem_lexicon(lex: Lexicon, rng: random.Random, *others: Lexicon) -> Lexicon:
+    """Another language's stems (Toy Yish, Toy Zish) for the same English words, none equal to a
+    stem of ``lex``, of ``others`` or to each other."""
+    taken = {stem for lx in (lex, *others) for table in dataclasses.astuple(lx) for stem in table.values()}
     return Lexicon(*({en: _fresh_stem(rng, taken) for en in table} for table in dataclasses.astuple(lex)))
 
 
@@ -245,9 +264,25 @@ def render_yy(s: Sentence, ylex: Lexicon) -> str:
     return " ".join(w for w in words if w)
 
 
-def render(s: Sentence, lang: str, lex: Lexicon, ylex: Lexicon | None = None) -> str:
-    if lang == PIVOT:
-        return render_yy(s, ylex)
+def zz_phrase(p: Phrase, zlex: Lexicon, is_object: bool) -> str:
+    return " ".join(w for w in (zlex.nouns[p.noun] + (Z_PLURAL if p.plural else "") + (Z_OBJECT if is_object else ""),
+                                zlex.adjs.get(p.adj or "")) if w)
+
+
+def render_zz(s: Sentence, zlex: Lexicon) -> str:
+    """S V Adv O, adjective after noun, no articles, suffixes -ma (plural), -gu (object), -de/-vo (tense)."""
+    words = [zz_phrase(s.subj, zlex, False), zlex.xx(s.verb) + (Z_PAST if s.past else Z_PRESENT),
+             zlex.advs.get(s.adv or ""), zz_phrase(s.obj, zlex, True) if s.obj else None]
+    return " ".join(w for w in words if w)
+
+
+RENDERERS = {PIVOT: render_yy, UNSEEN: render_zz}  # the languages whose lexicon comes in ``others``
+
+
+def render(s: Sentence, lang: str, lex: Lexicon, others: dict[str, Lexicon] | None = None) -> str:
+    """``s`` in ``lang``; ``lex`` is Toy Xish's lexicon, ``others`` a pivot world's other languages'."""
+    if lang in RENDERERS:
+        return RENDERERS[lang](s, others[lang])
     return render_en(s) if lang == SRC else render_xx(s, lex)
 
 
@@ -483,7 +518,7 @@ def make_textbook(lex: Lexicon, rng: random.Random, count: int, sentences: list[
 
 # ----------------------------------------------------------------------------- records
 def make_records(split: str, docs: list[list[Sentence]], lex: Lexicon, directions=DIRECTIONS,
-                 ylex: Lexicon | None = None) -> list[dict]:
+                 others: dict[str, Lexicon] | None = None) -> list[dict]:
     """rl/core/data.py JSONL records, both directions per sentence; ``context`` = previous sentence."""
     records = []
     i = 0
@@ -491,9 +526,9 @@ def make_records(split: str, docs: list[list[Sentence]], lex: Lexicon, direction
         for k, s in enumerate(doc):
             for src, tgt in directions:
                 rec = {"id": f"toy-{split}-{i:05d}-{src[-2:]}2{tgt[-2:]}", "src_lang": src, "tgt_lang": tgt,
-                       "source": render(s, src, lex, ylex), "reference": render(s, tgt, lex, ylex)}
+                       "source": render(s, src, lex, others), "reference": render(s, tgt, lex, others)}
                 if k > 0:
-                    rec["context"] = render(doc[k - 1], src, lex, ylex)
+                    rec["context"] = render(doc[k - 1], src, lex, others)
                 records.append(rec)
             i += 1
     return records
@@ -752,6 +787,17 @@ class ToyWorld:
         return self.rl_jsonl if self.rl_jsonl.is_file() else None
 
     @property
+    def glossary(self) -> dict[str, dict[str, set[str]]]:
+        """Per toy language but English: each stem -> its word's Toy English forms, from
+        grammar.json. rl.evaluate's source coverage counts a source word whose gloss the
+        reasoning names (a pivot world's CoT translates its source into Toy English)."""
+        grammar = json.loads(self.grammar_json.read_text(encoding="utf-8"))
+        tables = {TGT: grammar["lexicon"], **{lang: grammar[f"lexicon_{lang}"] for lang in (PIVOT, UNSEEN)
+                                              if f"lexicon_{lang}" in grammar}}
+        return {lang: {stem: en_forms(word, pos) for pos, words in table.items() for word, stem in words.items()}
+                for lang, table in tables.items()}
+
+    @property
     def manifest(self) -> dict:
         return json.loads(self.manifest_json.read_text(encoding="utf-8"))
 
@@ -810,7 +856,11 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
     lex = make_lexicon(cfg.vocab_words, rng)
     parallel_lex, dictionary_only = split_dictionary_only(lex, cfg.dictionary_only_words,
                                                           random.Random(f"{cfg.seed}:dictionary-only"))
-    ylex = make_yish_lexicon(lex, random.Random(f"{cfg.seed}:yish")) if cfg.pivot_pairs else None
+    others: dict[str, Lexicon] = {}  # a pivot world's other languages' lexicons, each from its own stream
+    if cfg.pivot_pairs:
+        others[PIVOT] = make_stem_lexicon(lex, random.Random(f"{cfg.seed}:yish"))
+    if cfg.unseen_language:
+        others[UNSEEN] = make_stem_lexicon(lex, random.Random(f"{cfg.seed}:zish"), others[PIVOT])
     seen: set[str] = set()
     test_docs = make_documents(cfg.test_sentences, lex, rng, seen)
     train_docs = make_documents(cfg.train_sentences, parallel_lex, rng, seen)
@@ -827,14 +877,19 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
     chats, texts = train, [c["completion"] for c in cot]  # pre-training's chats; what the tokenizer also learns
     book_count = int(len(train) * cfg.textbook_per_pair)
     probe_directions = DIRECTIONS
-    if ylex:  # a pivot world: pre-training adds English <-> Yish; SFT, RL and test pairs are Xish <-> Yish
-        chats = train + make_records("train", train_docs, lex, YISH_DIRECTIONS, ylex)
+    if others:  # a pivot world: pre-training adds English <-> Yish; SFT, RL and test pairs are Xish <-> Yish
+        chats = train + make_records("train", train_docs, lex, YISH_DIRECTIONS, others)
         pivot_docs = make_documents(cfg.pivot_pairs, parallel_lex, random.Random(f"{cfg.seed}:pivot"), seen)
-        train = make_records("train", pivot_docs, lex, PIVOT_DIRECTIONS, ylex)
-        test = make_records("test", test_docs, lex, PIVOT_DIRECTIONS, ylex)
+        train = make_records("train", pivot_docs, lex, PIVOT_DIRECTIONS, others)
+        test_directions = PIVOT_DIRECTIONS
         cot = make_pivot_cot_records(train, [s for doc in pivot_docs for s in doc for _ in PIVOT_DIRECTIONS])
         texts += [c["completion"] for c in cot]
         probe_directions = DIRECTIONS + YISH_DIRECTIONS + PIVOT_DIRECTIONS
+        if UNSEEN in others:  # and English <-> Zish; the test split adds Zish <-> Xish and Zish <-> Yish
+            chats += make_records("train", train_docs, lex, ZISH_DIRECTIONS, others)
+            test_directions += UNSEEN_DIRECTIONS
+            probe_directions += ZISH_DIRECTIONS + UNSEEN_DIRECTIONS
+        test = make_records("test", test_docs, lex, test_directions, others)
     # Drawn last, from their own stream, so a world with an RL split is the world without one plus rl.jsonl.
     rl_docs = make_documents(cfg.rl_sentences, lex, random.Random(f"{cfg.seed}:rl"), seen) if cfg.rl_sentences else []
 
@@ -842,7 +897,7 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
     # (no template named, as configs/toy.yaml asks), CoTs. Prompts that spell out a template's
     # steps still encode (byte-level BPE), in more tokens.
     texts = [r["source"] for r in chats] + texts + make_textbook(lex, random.Random(0), 200, **book)
-    for rec in chats[:: max(1, len(chats) // 500)] + train[:: max(1, len(train) // 50)] * bool(ylex):
+    for rec in chats[:: max(1, len(chats) // 500)] + train[:: max(1, len(train) // 50)] * bool(others):
         texts += [m["content"] for m in chat_messages(rec)]
     model_dir = out / "model"
     tokenizer = train_tokenizer(texts, cfg.tokenizer_vocab, model_dir)
@@ -855,7 +910,7 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
         unseen = tuple(t for t in FORMAT_TOKENS if tokenizer.convert_tokens_to_ids(t) not in seen_ids)
         init_unseen_embeddings(model, tokenizer, unseen, cfg.seed)
         chrf, gloss_chrf = {}, {}
-        probe_test = make_records("test", test_docs, lex, probe_directions, ylex)
+        probe_test = make_records("test", test_docs, lex, probe_directions, others)
         for src, tgt in probe_directions:  # how well the base translates (and glosses), for the manifest
             probe = [r for r in probe_test if (r["src_lang"], r["tgt_lang"]) == (src, tgt)][:PROBE_SIZE]
             hyps = greedy_translate(model, tokenizer, probe)
@@ -871,7 +926,7 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
     _write_jsonl(out / "train.jsonl", train)
     _write_jsonl(out / "test.jsonl", test)
     _write_jsonl(out / "cot_sft.jsonl", cot)
-    rl = make_records("rl", rl_docs, lex, PIVOT_DIRECTIONS if ylex else DIRECTIONS, ylex)
+    rl = make_records("rl", rl_docs, lex, PIVOT_DIRECTIONS if others else DIRECTIONS, others)
     if rl:
         _write_jsonl(out / "rl.jsonl", rl)
     grammar = {
@@ -882,11 +937,16 @@ def _build(cfg: ToyConfig, out: Path, progress: bool) -> None:
         "lexicon": dataclasses.asdict(lex),
         "dictionary_only": dictionary_only,  # in no training pair: known from the textbook alone
     }
-    if ylex:
+    if PIVOT in others:
         grammar["languages"][PIVOT] = lang_name(PIVOT)
         grammar["rules"]["toy_yy"] = "V Adv S O; adjective before noun; no articles; suffixes on nouns and verbs"
         grammar["rules"]["suffixes_toy_yy"] = {"plural": Y_PLURAL, "object": Y_OBJECT, "past": Y_PAST, "present": Y_PRESENT}
-        grammar["lexicon_toy_yy"] = dataclasses.asdict(ylex)
+        grammar["lexicon_toy_yy"] = dataclasses.asdict(others[PIVOT])
+    if UNSEEN in others:
+        grammar["languages"][UNSEEN] = lang_name(UNSEEN)
+        grammar["rules"]["toy_zz"] = "S V Adv O; adjective after noun; no articles; suffixes on nouns and verbs"
+        grammar["rules"]["suffixes_toy_zz"] = {"plural": Z_PLURAL, "object": Z_OBJECT, "past": Z_PAST, "present": Z_PRESENT}
+        grammar["lexicon_toy_zz"] = dataclasses.asdict(others[UNSEEN])
     (out / "grammar.json").write_text(json.dumps(grammar, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     files = {str(p.relative_to(out)): _sha256(p) for p in sorted(out.rglob("*")) if p.is_file()}
     manifest = {
@@ -914,6 +974,8 @@ def check_toy_config(cfg: ToyConfig) -> None:
     for name in ("train_sentences", "test_sentences", "num_layers", "intermediate_size", "pretrain_batch_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"toy.{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.unseen_language and not cfg.pivot_pairs:
+        raise ValueError("toy.unseen_language needs a pivot world (toy.pivot_pairs > 0)")
     if cfg.rl_sentences < 0 or cfg.pivot_pairs < 0:
         raise ValueError(f"toy.rl_sentences and toy.pivot_pairs must be >= 0, got {cfg.rl_sentences}, {cfg.pivot_pairs}")
     if cfg.pretrain_steps < 0 or cfg.pretrain_lr <= 0:
