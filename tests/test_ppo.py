@@ -123,6 +123,8 @@ def test_the_algorithm_defaults_to_grpo_and_the_toy_ppo_recipe_selects_ppo():
     (["--ppo.kl_target", "0"], "ppo.kl_target must be > 0"),
     (["--ppo.kl_target", "6", "--ppo.kl_horizon", "0"], "ppo.kl_horizon must be > 0"),
     (["--ppo.kl_target", "6", "--grpo.beta", "0"], "ppo.kl_target adapts grpo.beta from its start, which must be > 0"),
+    (["--ppo.old_logps", "engine", "--sampling.top_p", "0.9"], "ppo.old_logps: engine takes the engine's logprobs"),
+    (["--ppo.old_logps", "sampler"], "ppo.old_logps must be one of"),
 ])
 def test_bad_ppo_settings_are_refused_naming_the_key(override, message):
     with pytest.raises(ConfigError) as err:
@@ -255,6 +257,31 @@ def test_ppo_trainer_trains_policy_critic_and_head_in_one_loss_with_n_samples(tm
     for key in ("ppo/value_loss", "ppo/explained_variance", "ppo/value_mean", "ppo/return_mean", "ppo/policy_clipfrac",
                 "ppo/value_clipfrac", "ppo/advantage_mean", "ppo/advantage_std", "kl", "entropy"):
         assert key in entry, (key, sorted(entry))
+
+
+@pytest.mark.parametrize("source", ["learner", "engine"])
+def test_old_logps_come_from_the_engine_without_a_pass_or_from_the_learner(tmp_path, tiny_model, monkeypatch, source):
+    """ppo.old_logps: engine hands PPO the rollout's own logprobs (-1, -2, -3 here) and skips the
+    learner's no-grad pass; learner scores the batch with the policy (a random model's logprobs)."""
+    trainer, learner = _ppo_trainer(tmp_path, tiny_model, steps=1, old_logps=source)
+    seen, passes = [], []
+    prepare, score = learner.prepare, trainer._get_per_token_logps_and_entropies
+
+    def spy_prepare(model, batch, *a, **k):
+        seen.append(batch["old_per_token_logps"].clone())
+        return prepare(model, batch, *a, **k)
+
+    def spy_score(*a, **k):
+        passes.append(torch.is_grad_enabled())
+        return score(*a, **k)
+
+    monkeypatch.setattr(learner, "prepare", spy_prepare)
+    monkeypatch.setattr(trainer, "_get_per_token_logps_and_entropies", spy_score)
+    trainer.train()
+    engine = torch.tensor([[-1.0, -2.0, -3.0]] * 4)
+    assert torch.equal(seen[0], engine) == (source == "engine")
+    # no-grad passes: the reference's and (learner only) the old logprobs'; the loss's pass has grad
+    assert passes.count(False) == (1 if source == "engine" else 2) and passes.count(True) >= 1
 
 
 def test_ppo_epochs_and_minibatches_reuse_one_generation_with_kl_in_the_loss(tmp_path, tiny_model):

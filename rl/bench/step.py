@@ -4,7 +4,8 @@ GRPOTrainer with its built-in transformers generation, on the same model,
 cold-start adapter, prompts, batch, sampling settings and reward.
 
     python -m rl.bench step [--workload toy|r1t1] [--steps 8] [--rounds 2] [--section.key value ...]
-                            [--baselines plain,colocate] [--ab-shared-prefix] [--ab-heap] [--ppo] [--pin-cores]
+                            [--baselines plain,colocate] [--ab-shared-prefix] [--ab-heap] [--ppo] [--ab-old-logps]
+                            [--pin-cores]
 
 Workloads. ``toy`` (default): the config as given (configs/toy.yaml: the SFT'd toy model,
 completions of ~25 tokens). ``r1t1``: the R1-T1 regime where generation dominates: the
@@ -31,7 +32,9 @@ defaults (rl/learn/cpu_heap.py off); every row counts the page faults of its sco
 no-grad passes. ``--ppo`` runs ours once more with ``grpo.algorithm: ppo``
 (rl/learn/ppo.py; the config's ppo section): the same rollouts and rewards, plus the critic,
 whose forward passes run through the policy's model on its shared base and so count as
-``scoring`` (the loss's pass) and ``reference`` (its no-grad pass for GAE). The last line
+``scoring`` (the loss's pass) and ``reference`` (its no-grad pass for GAE). ``--ab-old-logps``
+(with ``--ppo``) runs the PPO step once more with ``ppo.old_logps: engine``: PPO's old logprobs
+taken from the rollout workers instead of a no-grad pass of the policy. The last line
 printed is the ratio of the medians (plain TRL / ours).
 
 ``--pin-cores`` (Linux) pins our rollout workers to the first core and the learner to the
@@ -434,12 +437,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ab-heap", action="store_true",
                         help="also run ours with glibc's malloc defaults (rl/learn/cpu_heap.py off)")
     parser.add_argument("--ppo", action="store_true", help="also run ours with grpo.algorithm: ppo (a PPO step)")
+    parser.add_argument("--ab-old-logps", action="store_true",
+                        help="with --ppo: also run the PPO step with ppo.old_logps: engine (no old-logprobs pass)")
     parser.add_argument("--pin-cores", action="store_true",
                         help="our rollout workers on the first core, the learner on the others (with overlap_generation)")
     args, overrides = parser.parse_known_args(argv)
     baselines = [b for b in args.baselines.split(",") if b]
     if unknown := set(baselines) - {"plain", "colocate"}:
         parser.error(f"--baselines: unknown {sorted(unknown)}; known: plain, colocate")
+    if args.ab_old_logps and not args.ppo:
+        parser.error("--ab-old-logps compares two PPO steps: add --ppo")
     cfg = workload_config(args.config, args.workload, overrides)  # a bad override fails here, before any run
     ppo = [*overrides, "--grpo.algorithm", "ppo", "--grpo.overlap_generation", "false"]
     arms = [("ours", overrides)]
@@ -449,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
         arms.append(("ours, glibc heap defaults", overrides))
     if args.ppo:
         arms.append(("ours, PPO", ppo))
+    if args.ab_old_logps:
+        arms.append(("ours, PPO, engine logps", [*ppo, "--ppo.old_logps", "engine"]))
     arms += [(BASELINES[b], overrides) for b in baselines]
     prompt = "prompts ~150 tokens, " if args.workload == "r1t1" else ""
     header = (f"workload {args.workload}: {cfg.grpo.prompts_per_step} prompts x {cfg.sampling.n} samples, {prompt}"
@@ -479,6 +488,10 @@ def main(argv: list[str] | None = None) -> int:
     if "ours, PPO" in medians:
         print(f"PPO step / GRPO step (ours): {medians['ours, PPO']:.2f} / {medians['ours']:.2f} s = "
               f"{medians['ours, PPO'] / medians['ours']:.2f}x")
+    if "ours, PPO, engine logps" in medians:
+        print(f"PPO's old logprobs from the engine (ppo.old_logps): learner "
+              f"{learner_median(rows, 'ours, PPO'):.2f} -> {learner_median(rows, 'ours, PPO, engine logps'):.2f} s/step; "
+              f"step {medians['ours, PPO']:.2f} -> {medians['ours, PPO, engine logps']:.2f} s")
     for name in ("TRL vLLM colocate", "plain TRL"):  # the last line is the ratio against plain TRL
         if name in medians:
             print(f"speedup ({name} s/step / ours s/step, medians over {args.rounds} round(s)): "

@@ -235,6 +235,12 @@ class PPOSettings:
     # kl_horizon, KL being the mean per-completion sum of logp - ref_logp. None: beta stays fixed.
     kl_target: float | None = None
     kl_horizon: int = 10000
+    # Where the sampling policy's token logprobs (PPO's "old" ones: the ratio's base and the KL
+    # penalty's) come from when TRL does not compute them itself (one epoch, one mini-batch, no
+    # importance-sampling correction): "learner", a no-grad pass of the policy over the batch;
+    # "engine", the rollout workers' own logprobs of the sampled tokens, no pass. Needs sampling
+    # without top-p/top-k, and an engine that computes as the learner does (fp32 on CPU: ~1e-6 apart).
+    old_logps: Literal["learner", "engine"] = "learner"
 
 
 @dataclass
@@ -568,6 +574,11 @@ def check_ppo(cfg: Config, where: str) -> None:
         value = getattr(p, key)
         if value is not None and value <= 0:
             raise ConfigError(f"{where}: ppo.{key} must be > 0, got {value}")
+    s = cfg.sampling
+    if p.old_logps == "engine" and (s.top_p < 1.0 or s.top_k > 0):
+        raise ConfigError(f"{where}: ppo.old_logps: engine takes the engine's logprobs, which are renormalised over the "
+                          f"tokens sampling.top_p={s.top_p} / sampling.top_k={s.top_k} keep, the learner's not; set "
+                          "sampling.top_p: 1.0 and sampling.top_k: -1, or ppo.old_logps: learner")
     if cfg.grpo.algorithm == "ppo" and cfg.grpo.overlap_generation:
         raise ConfigError(f"{where}: grpo.overlap_generation is GRPO-only; with grpo.algorithm: ppo set it to false "
                           "(the critic's values and GAE are computed on the step's own policy)")

@@ -364,14 +364,24 @@ def _define_ppo_trainer(base):
             scored = ~torch.isnan(local).all(dim=1)  # as TRL: no reward function could score it
             scores = (local * self.reward_weights.to(local.device).unsqueeze(0)).nansum(dim=1)
             if batch.get("old_per_token_logps") is None:  # TRL skips it when the loss's own pass would do
-                with torch.no_grad():
-                    batch["old_per_token_logps"] = self._get_per_token_logps_and_entropies(
-                        self.model, torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1),
-                        torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1),
-                        batch["completion_ids"].size(1))[0]
+                batch["old_per_token_logps"] = self._sampling_logps(batch)
             figures = self.learner.prepare(self.model, batch, scores, scored, self._reduce)
             self._log_ppo(figures)
             return batch
+
+        def _sampling_logps(self, batch):
+            """The sampling policy's token logprobs, where PPO's ratio and KL penalty start: the
+            engine's own with ``ppo.old_logps: engine`` (no pass; an fp32 engine serving the
+            learner's adapter agrees with it to ~1e-6), else a no-grad pass of the policy. A batch
+            holding a token the engine gave no logprob for (NaN) takes the pass."""
+            engine = batch.get("sampling_per_token_logps")
+            if self.learner.settings.old_logps == "engine" and engine is not None and not torch.isnan(engine).any():
+                return engine
+            with torch.no_grad():
+                return self._get_per_token_logps_and_entropies(
+                    self.model, torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1),
+                    torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1),
+                    batch["completion_ids"].size(1))[0]
 
         def _reduce(self, tensor):
             return self.accelerator.reduce(tensor, reduction="sum")
