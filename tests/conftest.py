@@ -2,11 +2,53 @@
 session-scoped so the suite starts each once."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Toy worlds that a slow test builds on first use (rl/tools/toy.py: minutes on one torch thread),
+# by the test file that needs them. They start building in a background process as soon as the
+# tests are collected, so that each builds on the core the suite's first tests leave free (the
+# first of those build the default toy world, on one thread too). The build holds a file lock,
+# so a test that gets there first waits for it, and a failed background build is built again
+# (and its error shown) by the test itself.
+BACKGROUND_WORLDS = {"tests/test_pivot.py": "configs/toy_pivot.yaml"}
+_BUILD_WORLDS = """
+import sys
+from rl.core import resolve
+from rl.core.config import load_config
+for path in sys.argv[1:]:
+    resolve.model_path(load_config(path))
+"""
+
+
+def pytest_collection_finish(session):
+    configs = sorted({config for test_file, config in BACKGROUND_WORLDS.items()
+                      if any(item.nodeid.startswith(test_file) for item in session.items)})
+    if not configs:
+        return
+    log = tempfile.NamedTemporaryFile("w", prefix="r1t1-world-build-", suffix=".log", delete=False)
+    session.config._background_worlds = (log.name, subprocess.Popen(
+        [sys.executable, "-c", _BUILD_WORLDS, *configs], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}))
+
+
+def pytest_sessionfinish(session):
+    log, build = getattr(session.config, "_background_worlds", (None, None))
+    if build is None:
+        return
+    if build.poll() is None:  # the session ended first (-x, Ctrl-C); the build's temp dir never becomes a world
+        build.terminate()
+        build.wait()
+    elif build.returncode:
+        print(f"\n[conftest] the background world build failed (rc {build.returncode}); its log: {log}")
+        return
+    Path(log).unlink(missing_ok=True)
 
 
 def pytest_addoption(parser):

@@ -161,6 +161,35 @@ def test_cpu_lora_fast_path_computes_what_vllm_ops_compute():
         assert torch.allclose(fast_s, slow_s, atol=1e-5)
 
 
+@pytest.mark.parametrize("mapping, is_prefill", [((7, 7, 7, 7, 7), False), ((7, 7, 7, 7, 7), True),
+                                                  ((7, 3, 7, 0, 7), False)])  # one adapter; one, prefill; mixed
+def test_cpu_lora_linear_direct_path_computes_what_vllm_computes(mapping, is_prefill):
+    """The patched PunicaWrapperCPU.add_lora_linear (direct matmuls once the step's one slot is
+    known) against vLLM's own, on a qkv-like layer of three slices, bf16 output as on the workers."""
+    from vllm.lora.layers.utils import LoRAMapping
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+    from rl.rollout.vllm_cpu_lora import install
+
+    assert install()
+    wrapper = PunicaWrapperCPU(64, 8, "cpu")
+    lora_index_to_id = [7, 3]  # slot 0 holds adapter 7, slot 1 adapter 3; id 0 means no adapter
+    wrapper.update_metadata(LoRAMapping(mapping, mapping, is_prefill=is_prefill), lora_index_to_id, 2, 100)
+    single = len(set(mapping)) == 1
+    assert (wrapper._r1t1_slot is not None) == single
+    gen = torch.Generator().manual_seed(0)
+    slices = (48, 16, 16)
+    x = torch.randn(len(mapping), 32, generator=gen).to(torch.bfloat16)
+    a = tuple(torch.randn(2, 1, 8, 32, generator=gen).to(torch.bfloat16) for _ in slices)
+    b = tuple(torch.randn(2, 1, size, 8, generator=gen).to(torch.bfloat16) for size in slices)
+    base = torch.randn(len(mapping), sum(slices), generator=gen).to(torch.bfloat16)
+    fast, slow = base.clone(), base.clone()
+    wrapper.add_lora_linear(fast, x, a, b, 0.5, slices)
+    PunicaWrapperCPU._r1t1_vllm_linear(wrapper, slow, x, a, b, 0.5, slices)
+    assert not torch.equal(fast, base)  # the adapter did something
+    assert torch.equal(fast, slow)  # the same matmuls in the same dtypes
+
+
 # ----------------------------------------------------------------------------- sampling behaviour
 def test_results_in_input_order_with_n_samples(engine, tokenizer, adapters):
     engine.set_adapter(adapters["a"], version=1)

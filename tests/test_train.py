@@ -207,6 +207,39 @@ def test_beta_zero_runs_no_reference_pass(grpo_base, shared_engine):
     assert cfg["grpo"]["beta"] == 0.0
 
 
+@pytest.mark.slow
+def test_prompt_scored_once_in_every_pass_gives_trl_s_update(grpo_base, shared_engine, monkeypatch):
+    """One step with each group's prompt run once in the reference pass and in the loss's pass
+    (groups kept whole in the micro-batches, rl/learn/shared_prefix.py) against TRL's own
+    passes and row shuffle: the same samples, the same KL, the same adapter to float rounding
+    (Adam's first step is ~lr * sign(gradient), so rounding can flip only the near-zero ones)."""
+    import torch
+
+    from rl.learn import shared_prefix
+    from rl.learn.trl_bridge import RolloutGRPOTrainer
+
+    out, base = grpo_base
+    extra = ("--grpo.max_steps", "1", "--grpo.beta", "0.04", "--grpo.gradient_accumulation_steps", "2")
+    monkeypatch.setattr(RolloutGRPOTrainer, "share_prompt_prefix", False)
+    theirs = run_grpo(out, "prompt-per-row", base, *extra, engine=shared_engine)
+    monkeypatch.setattr(RolloutGRPOTrainer, "share_prompt_prefix", True)
+    monkeypatch.setattr(RolloutGRPOTrainer, "share_prompt_prefix_min_hidden", 0)  # the toy model is 128 wide
+    passes = []
+    score_chunk = shared_prefix._score_chunk
+    monkeypatch.setattr(shared_prefix, "_score_chunk",
+                        lambda *a, **kw: passes.append(torch.is_grad_enabled()) or score_chunk(*a, **kw))
+    ours = run_grpo(out, "prompt-once", base, *extra, engine=shared_engine)
+    assert True in passes and False in passes  # the loss's pass and the reference pass both shared
+    (mine,), (want,) = read_metrics(ours), read_metrics(theirs)
+    assert mine["reward"] == want["reward"] and mine["completion_length"] == want["completion_length"]
+    assert mine["kl"] == pytest.approx(want["kl"], rel=1e-3, abs=1e-6)
+    start = _adapter_weights(Path(base[base.index("--model.init_adapter") + 1]))
+    got, expected = _adapter_weights(ours / "adapter"), _adapter_weights(theirs / "adapter")
+    moved = sum(float((expected[k] - start[k]).norm() ** 2) for k in expected) ** 0.5
+    apart = sum(float((got[k] - expected[k]).norm() ** 2) for k in expected) ** 0.5
+    assert moved > 0 and apart < 0.01 * moved, (apart, moved)  # measured: 1.7e-5 of it
+
+
 class PressCtrlC(TrainerCallback):
     """Sends this process a real SIGINT at the end of ``step``: the trainer's Ctrl-C
     handler then checkpoints after the following step and stops."""

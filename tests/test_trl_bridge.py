@@ -83,6 +83,17 @@ def test_vllm_only_check_is_the_one_replicated(grpo_trainer_cls):
         inspect.getsource(grpo_trainer_cls.__init__))
 
 
+def test_prepare_inputs_shuffles_through_the_module_level_function(grpo_trainer_cls):
+    """What RolloutGRPOTrainer._prepare_inputs relies on to keep groups whole: TRL's shuffle
+    before the micro-batch split is the module-level name it swaps for the call."""
+    from trl.trainer import grpo_trainer
+
+    assert callable(getattr(grpo_trainer, "shuffle_sequence_dict", None))
+    src = inspect.getsource(grpo_trainer_cls._prepare_inputs)
+    assert "generation_batch = shuffle_sequence_dict(generation_batch)" in src
+    assert "split_tensor_dict(generation_batch, self.args.steps_per_generation)" in src
+
+
 def test_subclass_overrides_only_listed_private_methods(grpo_trainer_cls):
     cls = trl_bridge.RolloutGRPOTrainer
     assert issubclass(cls, grpo_trainer_cls)

@@ -25,9 +25,9 @@ the step: generation, reward scoring and adapter sync (ours: metrics.jsonl), and
 learner's time (LearnerClock): ``scoring`` (the policy forward of the loss), ``reference``
 (no-grad passes: the KL reference and, with the importance-sampling correction, the old
 policy), ``backward``, ``optimizer`` (the optimizer step), ``other`` (the rest: loss and
-advantage math, TRL's bookkeeping, grad clipping). ``--ab-shared-prefix`` runs ours once
-more with each group's prompt scored n times in the no-grad passes (TRL's way), to
-measure rl/learn/shared_prefix.py. ``--ab-heap`` runs ours once more with glibc's malloc
+advantage math, TRL's bookkeeping, grad clipping). ``--ab-shared-prefix`` runs ours twice
+more, to measure rl/learn/shared_prefix.py: with each group's prompt run once in the no-grad
+passes only (not in the loss's pass), and with every row's prompt scored (TRL's way). ``--ab-heap`` runs ours once more with glibc's malloc
 defaults (rl/learn/cpu_heap.py off); every row counts the page faults of its scoring and
 no-grad passes. ``--ppo`` runs ours once more with ``grpo.algorithm: ppo``
 (rl/learn/ppo.py; the config's ppo section): the same rollouts and rewards, plus the critic,
@@ -243,9 +243,11 @@ def forced_length(cfg) -> bool:
     return bool(getattr(cfg.sampling, "ignore_eos", False))
 
 
-def ours(cfg, steps: int, out: Path, shared_prefix: bool = True, pin_cores: bool = False,
+def ours(cfg, steps: int, out: Path, shared_prefix: str = "all", pin_cores: bool = False,
          keep_heap: bool = True) -> dict:
-    """Our path with the learner the config names (GRPO, or PPO with ``grpo.algorithm: ppo``)."""
+    """Our path with the learner the config names (GRPO, or PPO with ``grpo.algorithm: ppo``).
+    ``shared_prefix``: which scoring passes run each group's prompt once: ``all``, ``no-grad``
+    (not the loss's pass) or ``none`` (TRL's way)."""
     from rl.core.runs import read_metrics
     from rl.learn import cpu_heap
     from rl.learn import trainer_for
@@ -256,12 +258,13 @@ def ours(cfg, steps: int, out: Path, shared_prefix: bool = True, pin_cores: bool
     cfg.grpo.max_steps, cfg.grpo.save_steps, cfg.run_name, cfg.output_dir = steps, 10**6, "bench-ours", str(out)
     (out / "bench-ours").mkdir(parents=True)
     clock = LearnerClock()
-    RolloutGRPOTrainer.share_prompt_prefix = shared_prefix
+    RolloutGRPOTrainer.share_prompt_prefix = shared_prefix != "none"
+    RolloutGRPOTrainer.share_prompt_prefix_in_loss = shared_prefix == "all"
     cpu_heap.enabled = keep_heap  # its own process: nothing else sees this
     try:
         trainer_for(cfg)(cfg, out / "bench-ours", callbacks=[clock, *([PinCores()] if pin_cores else [])])
     finally:
-        RolloutGRPOTrainer.share_prompt_prefix = True
+        RolloutGRPOTrainer.share_prompt_prefix = RolloutGRPOTrainer.share_prompt_prefix_in_loss = True
     records = read_metrics(out / "bench-ours")[1:]
     return {
         "step": statistics.median(r["time/step"] for r in records),
@@ -380,7 +383,8 @@ def run_arm(name: str, config: str, workload: str, overrides: list[str], steps: 
         return plain_trl(cfg, steps, Path(out))
     if name == BASELINES["colocate"]:
         return colocate_baseline(cfg, steps, Path(out))
-    return ours(cfg, steps, Path(out), shared_prefix=name != "ours, prompt per sample", pin_cores=pin_cores,
+    shared_prefix = {"ours, prompt per sample": "none", "ours, prompt shared in no-grad passes": "no-grad"}
+    return ours(cfg, steps, Path(out), shared_prefix=shared_prefix.get(name, "all"), pin_cores=pin_cores,
                 keep_heap=name != "ours, glibc heap defaults")
 
 
@@ -433,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baselines", default="plain",
                         help="comma-separated: plain (TRL's transformers generation), colocate (TRL's vLLM colocate)")
     parser.add_argument("--ab-shared-prefix", action="store_true",
-                        help="also run ours with TRL's per-sample prompt scoring in the no-grad passes")
+                        help="also run ours with the prompt shared in the no-grad passes only, and with none (TRL's way)")
     parser.add_argument("--ab-heap", action="store_true",
                         help="also run ours with glibc's malloc defaults (rl/learn/cpu_heap.py off)")
     parser.add_argument("--ppo", action="store_true", help="also run ours with grpo.algorithm: ppo (a PPO step)")
@@ -451,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     ppo = [*overrides, "--grpo.algorithm", "ppo", "--grpo.overlap_generation", "false"]
     arms = [("ours", overrides)]
     if args.ab_shared_prefix:
-        arms.append(("ours, prompt per sample", overrides))
+        arms += [("ours, prompt shared in no-grad passes", overrides), ("ours, prompt per sample", overrides)]
     if args.ab_heap:
         arms.append(("ours, glibc heap defaults", overrides))
     if args.ppo:

@@ -11,7 +11,10 @@ signatures, and that no other module under rl/ uses them):
   importance-sampling correction with the sampler's logprobs; the subclass turns it on
   with our adapter push in place of TRL's vLLM client. It also measures the
   sampler/learner logprob gap when that correction is off (``_compute_loss``,
-  ``_get_per_token_logps_and_entropies``).
+  ``_get_per_token_logps_and_entropies``), scores each group's prompt once
+  (``_get_per_token_logps_and_entropies``, rl/learn/shared_prefix.py), and for that keeps
+  groups whole in TRL's shuffle before the micro-batch split (``_prepare_inputs``, which
+  calls the module-level ``trl.trainer.grpo_trainer.shuffle_sequence_dict``).
 * :class:`RolloutPPOTrainer`: the same trainer running PPO (rl/learn/ppo.py holds the math and
   the critic): it keeps TRL's generation, rewards, logprob and importance-sampling paths, reads
   the rewards TRL gathers (``_calculate_rewards``) before it turns them into group advantages,
@@ -48,6 +51,7 @@ TRL_PRIVATE_METHODS: dict[str, tuple[str, ...]] = {
     "_generate_single_turn": ("self", "prompt_ids", "images", "multimodal_fields", "num_generations"),
     "_generate_and_score_completions": ("self", "inputs"),
     "_calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),  # PPO
+    "_prepare_inputs": ("self", "generation_batch"),
 }
 # Instance attributes of TRL 1.16 GRPOTrainer that RolloutGRPOTrainer sets (and RolloutPPOTrainer reads:
 # ``_metrics``, TRL's per-step figures that its log() averages into the logged dict).
@@ -269,43 +273,77 @@ def _define_rollout_trainer():
             finally:
                 self._gap_inputs = None
 
-        # Score each group's prompt once in the no-grad passes (rl/learn/shared_prefix.py); a
-        # class attribute so that the step benchmark can measure the pass both ways. Only for
-        # models at least this wide: the saving is the prompt's matmuls, the cost copying its
-        # keys/values to every row, and on the toy model (hidden 128) the copy costs more
-        # (rl.bench step, one run each: reference pass 1.24 -> 2.04 s on the toy recipe,
-        # 14.5 -> 7.8 s on the r1t1 workload's hidden-512 model).
+        # Score each group's prompt once (rl/learn/shared_prefix.py): in the no-grad passes, and with
+        # share_prompt_prefix_in_loss in the loss's pass too. Class attributes, so that the step
+        # benchmark can measure the passes both ways. Only for models at least this wide: the saving
+        # is the prompt's matmuls, the cost copying its keys/values to every row, and on the toy
+        # model (hidden 128) the copy costs more (rl.bench step, one run each: reference pass 1.24 ->
+        # 2.04 s on the toy recipe, 14.5 -> 7.8 s on the r1t1 workload's hidden-512 model).
         share_prompt_prefix = True
+        share_prompt_prefix_in_loss = True
         share_prompt_prefix_min_hidden = 256
 
         def _get_per_token_logps_and_entropies(self, *args, **kwargs):
-            """TRL's scoring; inside a measuring loss, also the gap of its logprobs. The
-            no-grad passes (reference, old policy) of text-only batches run each shared
-            prompt once (:data:`share_prompt_prefix`); the same numbers to float rounding."""
-            shared = self._shared_prefix_logps(*args, **kwargs)
-            if shared is not None:
-                return shared, None, None
-            out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+            """TRL's scoring; inside a measuring loss, also the gap of its logprobs. Text-only
+            batches run each shared prompt once (:data:`share_prompt_prefix`); the same numbers
+            to float rounding."""
+            out = self._shared_prefix_logps(*args, **kwargs)
+            if out is None:
+                out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
             if self._gap_inputs is not None:
                 self._on_logp_gap(*_sampler_gap(out[0], self._gap_inputs))
             return out
 
         def _shared_prefix_logps(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                  compute_entropy=False, compute_aux_loss=False, **extra):
-            """rl/learn/shared_prefix.py's log-probs when they can stand in for TRL's pass
-            (no gradient, no entropy or MoE loss asked, no image inputs) and pay (a model at
-            least :data:`share_prompt_prefix_min_hidden` wide), else None."""
+            """rl/learn/shared_prefix.py's (log-probs, entropies, None) when they can stand in for
+            TRL's pass (no MoE loss asked, no image inputs) and pay (a model at least
+            :data:`share_prompt_prefix_min_hidden` wide), else None. The loss's pass (gradients on)
+            shares only in one process without gradient checkpointing: DDP/DeepSpeed expect one
+            forward per backward, and checkpointing turns the prompt's cache off."""
             import torch
 
             from rl.learn.shared_prefix import shared_prefix_logps
 
-            hidden = getattr(getattr(model, "config", None), "hidden_size", None) or 0
-            if (not self.share_prompt_prefix or hidden < self.share_prompt_prefix_min_hidden
-                    or torch.is_grad_enabled() or compute_entropy or compute_aux_loss
+            if (not self._shares_prompts(model) or compute_aux_loss
                     or any(v is not None for v in extra.values())):
                 return None
-            return shared_prefix_logps(model, input_ids, attention_mask, logits_to_keep, batch_size,
-                                       autocast=self.accelerator.autocast)
+            if torch.is_grad_enabled() and not self._loss_shares_prompts(model):
+                return None
+            out = shared_prefix_logps(model, input_ids, attention_mask, logits_to_keep, batch_size,
+                                      autocast=self.accelerator.autocast, compute_entropy=compute_entropy)
+            if out is None:
+                return None
+            return (*out, None) if compute_entropy else (out, None, None)
+
+        def _shares_prompts(self, model) -> bool:
+            hidden = getattr(getattr(model, "config", None), "hidden_size", None) or 0
+            return self.share_prompt_prefix and hidden >= self.share_prompt_prefix_min_hidden
+
+        def _loss_shares_prompts(self, model) -> bool:
+            return (self._shares_prompts(model) and self.share_prompt_prefix_in_loss
+                    and self.accelerator.num_processes == 1
+                    and not getattr(model, "is_gradient_checkpointing", False))
+
+        def _prepare_inputs(self, generation_batch):
+            """TRL's, but when the loss's pass shares prompts, the shuffle before the split into
+            micro-batches moves whole groups (rl/learn/shared_prefix.py: shuffle_whole_groups).
+            For the losses normalised over the whole batch or per sequence (dapo, the default;
+            grpo; dr_grpo) the step's gradient is the same sum over its rows either way."""
+            if not self._loss_shares_prompts(self.model):
+                return super()._prepare_inputs(generation_batch)
+            from functools import partial
+
+            from trl.trainer import grpo_trainer
+
+            from rl.learn.shared_prefix import shuffle_whole_groups
+
+            trl_shuffle = grpo_trainer.shuffle_sequence_dict
+            grpo_trainer.shuffle_sequence_dict = partial(shuffle_whole_groups, group_size=self.num_generations)
+            try:
+                return super()._prepare_inputs(generation_batch)
+            finally:
+                grpo_trainer.shuffle_sequence_dict = trl_shuffle
 
     RolloutGRPOTrainer.__qualname__ = "RolloutGRPOTrainer"
     return RolloutGRPOTrainer
