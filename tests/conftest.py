@@ -32,10 +32,10 @@ def pytest_collection_finish(session):
                       if any(item.nodeid.startswith(test_file) for item in session.items)})
     if not configs:
         return
-    log = tempfile.NamedTemporaryFile("w", prefix="r1t1-world-build-", suffix=".log", delete=False)
-    session.config._background_worlds = (log.name, subprocess.Popen(
-        [sys.executable, "-c", _BUILD_WORLDS, *configs], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"}))
+    with tempfile.NamedTemporaryFile("w", prefix="r1t1-world-build-", suffix=".log", delete=False) as log:
+        session.config._background_worlds = (log.name, subprocess.Popen(  # the child keeps its own copy of log
+            [sys.executable, "-c", _BUILD_WORLDS, *configs], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"}))
 
 
 def pytest_sessionfinish(session):

@@ -27,7 +27,8 @@ learner's time (LearnerClock): ``scoring`` (the policy forward of the loss), ``r
 policy), ``backward``, ``optimizer`` (the optimizer step), ``other`` (the rest: loss and
 advantage math, TRL's bookkeeping, grad clipping). ``--ab-shared-prefix`` runs ours twice
 more, to measure rl/learn/shared_prefix.py: with each group's prompt run once in the no-grad
-passes only (not in the loss's pass), and with every row's prompt scored (TRL's way). ``--ab-heap`` runs ours once more with glibc's malloc
+passes only (not in the loss's pass), and with every row's prompt scored (TRL's way).
+``--ab-heap`` runs ours once more with glibc's malloc
 defaults (rl/learn/cpu_heap.py off); every row counts the page faults of its scoring and
 no-grad passes. ``--ppo`` runs ours once more with ``grpo.algorithm: ppo``
 (rl/learn/ppo.py; the config's ppo section): the same rollouts and rewards, plus the critic,
