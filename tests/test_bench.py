@@ -35,11 +35,18 @@ def test_r1t1_workload_has_the_issue_s_shape(tmp_path):
     from rl.bench.step import DEFAULT_CONFIG, workload_config
     from rl.core import resolve
     from rl.core.prompts import load_templates, prompt_for_example
+    from rl.rollout import cpu_has_native_bf16
 
     cfg = workload_config(str(DEFAULT_CONFIG), "r1t1", ["--grpo.prompts_per_step", "2"], cache=tmp_path)
     assert (cfg.sampling.n, cfg.sampling.max_tokens, cfg.sampling.ignore_eos) == (8, 300, True)
     assert cfg.grpo.prompts_per_step == 2 and cfg.lora.r == 16
     assert cfg.grpo.gradient_accumulation_steps == 8  # micro-batches of 4 (R1T1_OVERRIDES: why)
+    # the R1-T1 recipe's rollout and learner: compiled workers, bf16 where the CPU has it natively, the correction on
+    dtype = "bfloat16" if cpu_has_native_bf16() else "float32"
+    assert (cfg.rollout.dtype, cfg.model.dtype, cfg.rollout.enforce_eager) == (dtype, dtype, False)
+    assert cfg.grpo.importance_sampling_correction
+    fp32 = workload_config(str(DEFAULT_CONFIG), "r1t1", ["--rollout.dtype", "float32"], cache=tmp_path)
+    assert (fp32.rollout.dtype, fp32.model.dtype) == ("float32", dtype)
     assert (Path(cfg.model.init_adapter) / "adapter_config.json").is_file()
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.name_or_path)
     shape = json.loads((Path(cfg.model.name_or_path) / "config.json").read_text())

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-# Six 20 MiB blocks live at once, freed together, five times over (a learner step's shape in small):
-# the page faults of the last three of six rounds.
+# Six blocks of argv[2] MiB live at once, freed together, six times over (a learner step's shape in
+# small): the page faults of the last three rounds.
 ROUNDS = """
 import resource, sys
 import torch
@@ -14,26 +14,39 @@ took = keep_freed_memory() if sys.argv[1] == "keep" else None
 faults = []
 for _ in range(6):
     start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    blocks = [torch.ones(5 * 1024 * 1024) for _ in range(6)]
+    blocks = [torch.ones(int(sys.argv[2]) * 1024 * 1024 // 4) for _ in range(6)]
     del blocks
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
 print(took, sum(faults[3:]))
 """
-PAGES_PER_ROUND = 6 * 20 * 1024 * 1024 // 4096
 
 
-def rounds(mode: str) -> tuple[str, int]:
-    out = subprocess.run([sys.executable, "-c", ROUNDS, mode], capture_output=True, text=True, check=True)
+def pages_per_round(mib: int) -> int:
+    return 6 * mib * 1024 * 1024 // 4096
+
+
+def rounds(mode: str, mib: int) -> tuple[str, int]:
+    out = subprocess.run([sys.executable, "-c", ROUNDS, mode, str(mib)], capture_output=True, text=True, check=True)
     took, faults = out.stdout.split()
     return took, int(faults)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_freed_blocks_are_reused_without_page_faults():
-    """Kept, the rounds settle on the heap by the third. With glibc's defaults the same
-    rounds fault all 120 MiB in again, every round, in some processes and not in others
-    (five runs on one machine: one faulted in every round, four settled by round 3 or 4), so
-    they are no reliable control."""
-    took, faults = rounds("keep")
+@pytest.mark.parametrize("mib", [20, 40])
+def test_freed_blocks_are_reused_without_page_faults(mib):
+    """Kept, the rounds settle on the heap by the third, blocks above glibc's 32 MiB mmap
+    ceiling too (an r1t1 micro-batch's completion logits are 39 MB)."""
+    took, faults = rounds("keep", mib)
     assert took == "True"
-    assert faults < 0.05 * PAGES_PER_ROUND, faults
+    assert faults < 0.05 * pages_per_round(mib), faults
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_blocks_above_the_mmap_ceiling_fault_every_round_with_glibc_defaults():
+    """The control for 40 MiB: glibc mmaps every block above 32 MiB and unmaps it on free,
+    whatever its threshold, so each round faults all of them in again. (20 MiB blocks are no
+    reliable control: with the defaults some processes settle them on the heap by round 3 or
+    4, others fault them every round.)"""
+    took, faults = rounds("defaults", 40)
+    assert took == "None"
+    assert faults > 0.9 * 3 * pages_per_round(40), faults

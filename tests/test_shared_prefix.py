@@ -33,7 +33,7 @@ def _trainer(share: bool):
 
     trainer = object.__new__(RolloutGRPOTrainer)
     trainer.accelerator = SimpleNamespace(autocast=nullcontext, is_main_process=True, num_processes=1)
-    trainer._gap_inputs = None
+    trainer._gap_inputs = trainer._is_inputs = None
     trainer.share_prompt_prefix = share
     trainer.share_prompt_prefix_in_loss = True
     trainer.share_prompt_prefix_min_hidden = 0  # the tiny test model is narrower than the default floor

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+from transformers import TrainerCallback
 
 from rl.learn import trl_bridge
 from rl.learn.trl_bridge import (
@@ -240,41 +241,45 @@ class _FakeSync:
         self.calls.append(self.trainer.state.global_step)
 
 
-def _train_one_step(tmp_path, model_dir, correction: bool, on_logp_gap=None, **args):
-    """One GRPO step of RolloutGRPOTrainer: 2 prompts x 2 samples of 3 fixed tokens whose
-    sampler logprobs are made up; returns (trainer, logged dicts, rollout calls)."""
+def _train_one_step(tmp_path, model_dir, correction: bool, on_logp_gap=None, sampler_logps=((-1.0, -2.0, -3.0),),
+                    callbacks=(), model=None, **args):
+    """One GRPO step of RolloutGRPOTrainer (on ``model``, else the fp32 model at ``model_dir``):
+    2 prompts x 2 samples of 3 fixed tokens whose sampler logprobs are made up (row i:
+    ``sampler_logps[i % len(sampler_logps)]``); returns (trainer, logged dicts, rollout calls)."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if model is None:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     calls, seen_logs = [], []
 
     def rollout(prompts, trainer):
         calls.append((trainer.state.global_step, list(trainer.weight_sync.calls)))
         ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         return {"prompt_ids": ids, "completion_ids": [[5, 6, 7] for _ in prompts],
-                "logprobs": [[-1.0, -2.0, -3.0] for _ in prompts]}
+                "logprobs": [list(sampler_logps[i % len(sampler_logps)]) for i in range(len(prompts))]}
 
     class Logs(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kw):
             seen_logs.append(dict(logs or {}))
 
-    config = GRPOConfig(
-        output_dir=str(tmp_path / "out"), report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True,
-        per_device_train_batch_size=4, gradient_accumulation_steps=1, num_generations=2, max_completion_length=8,
-        temperature=1.0, beta=0.0, learning_rate=1e-3, max_steps=1, seed=0, use_cpu=True,
-        remove_unused_columns=False, dataloader_num_workers=0, vllm_importance_sampling_correction=correction,
-        **args,
-    )
+    config = GRPOConfig(**{
+        "output_dir": str(tmp_path / "out"), "report_to": [], "save_strategy": "no", "logging_steps": 1,
+        "disable_tqdm": True, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
+        "num_generations": 2, "max_completion_length": 8, "temperature": 1.0, "beta": 0.0, "learning_rate": 1e-3,
+        "max_steps": 1, "seed": 0, "use_cpu": True, "remove_unused_columns": False, "dataloader_num_workers": 0,
+        "vllm_importance_sampling_correction": correction, **args,
+    })
     trainer = trl_bridge.RolloutGRPOTrainer(
         model=model, reward_funcs=[lambda completions, **kw: [float(i) for i in range(len(completions))]],
         args=config, train_dataset=Dataset.from_list([{"prompt": f"say {w}"} for w in ("a", "b")]),
         processing_class=tokenizer, rollout_func=rollout, weight_sync=_FakeSync, on_logp_gap=on_logp_gap,
     )
-    trainer.add_callback(Logs())
+    for callback in (Logs(), *callbacks):
+        trainer.add_callback(callback)
     trainer.train()
     return trainer, seen_logs, calls
 
@@ -310,3 +315,94 @@ def test_vespo_check_that_use_vllm_would_make_runs(tmp_path, tiny_model):
     with pytest.raises(ValueError, match="VESPO loss requires"):
         _train_one_step(tmp_path, tiny_model, correction=True, loss_type="vespo",
                         vllm_importance_sampling_mode="sequence_mask")
+
+
+class _NoGradForwards(TrainerCallback):
+    """Counts the policy's forward passes without gradients (TRL's no-grad scoring passes)."""
+
+    def __init__(self):
+        self.count = 0
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        import torch
+
+        def count(module, inputs, output):
+            self.count += not torch.is_grad_enabled()
+
+        model.register_forward_hook(count)
+
+
+IS_METRICS = ("sampling/sampling_logp_difference/mean", "sampling/sampling_logp_difference/max",
+              "sampling/importance_sampling_ratio/min", "sampling/importance_sampling_ratio/mean",
+              "sampling/importance_sampling_ratio/max")
+
+
+@pytest.mark.parametrize("mode", ["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"])
+def test_importance_sampling_ratio_from_the_loss_pass_gives_trl_s_step(tmp_path, tiny_model, monkeypatch, mode):
+    """rl/learn/importance_sampling.py: with the ratio taken in each loss's pass (two micro-batches
+    here), the step runs no no-grad pass of the policy, logs TRL's five ratio figures and makes
+    TRL's update. The sampler's made-up logprobs (the tiny model gives these tokens about -9.7)
+    put some tokens' and some rows' ratios above the clip (3.0), others below, so truncation
+    and masking both act."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    runs = {}
+    for defer in (False, True):
+        monkeypatch.setattr(trl_bridge.RolloutGRPOTrainer, "defer_importance_sampling", defer)
+        passes = _NoGradForwards()
+        trainer, logs, _ = _train_one_step(
+            tmp_path / str(defer), tiny_model, correction=True,
+            sampler_logps=((-12.0, -9.5, -4.0), (-12.0, -9.5, -9.5)), callbacks=[passes],
+            per_device_train_batch_size=2, gradient_accumulation_steps=2, vllm_importance_sampling_mode=mode)
+        step = next(entry for entry in logs if "loss" in entry)
+        runs[defer] = (passes.count, step, {n: p.detach().clone() for n, p in trainer.model.named_parameters()})
+    (trl_passes, trl_logs, trl_params), (our_passes, our_logs, our_params) = runs[False], runs[True]
+    assert trl_passes > 0 and our_passes == 0, (trl_passes, our_passes)
+    ratio_min, ratio_max = trl_logs["sampling/importance_sampling_ratio/min"], trl_logs["sampling/importance_sampling_ratio/max"]
+    clipped = ratio_min == 0.0 if mode.endswith("_mask") else ratio_max == pytest.approx(3.0)
+    assert clipped and ratio_min < 1.0, trl_logs
+    for name in IS_METRICS:
+        assert our_logs[name] == pytest.approx(trl_logs[name], rel=1e-5, abs=1e-6), (name, our_logs, trl_logs)
+    assert our_logs["loss"] == pytest.approx(trl_logs["loss"], rel=1e-5, abs=1e-7)
+    start = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    moved = max(float((trl_params[n] - p).abs().max()) for n, p in start.named_parameters())
+    apart = max(float((our_params[n] - trl_params[n]).abs().max()) for n in trl_params)
+    assert moved > 0 and apart <= 1e-4 * moved, (apart, moved, {k: v for k, v in trl_logs.items() if "sampling/" in k})
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_reference_adapter_runs_in_a_low_precision_base_model_s_dtype(tmp_path, tiny_model, monkeypatch, dtype):
+    """TRL's frozen "ref" copy of a cold-start adapter runs the reference pass in a bf16 base model's
+    dtype (an fp32 base keeps it fp32), while the trained "default" adapter stays fp32. The KL to the
+    reference at the first step, where policy and reference are the same adapter, stays within bf16
+    rounding (exactly 0 with the fp32 copy)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    kls = {}
+    for in_base_dtype in (False, True):
+        monkeypatch.setattr(trl_bridge.RolloutGRPOTrainer, "reference_adapter_in_base_dtype", in_base_dtype)
+        torch.manual_seed(0)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=getattr(torch, dtype)),
+                               LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+        with torch.no_grad():  # a "cold-start" adapter: non-zero, its weights not representable in bf16
+            for name, param in model.named_parameters():
+                if "lora_" in name:
+                    param.copy_(torch.randn_like(param) * 0.3)
+        reference_pass_dtypes = []
+
+        class WatchReferencePass(TrainerCallback):
+            def on_train_begin(self, args, state, control, model=None, **kw):
+                query = model.base_model.model.model.layers[0].self_attn.q_proj
+                query.lora_A["ref"].register_forward_hook(
+                    lambda module, inputs, output: reference_pass_dtypes.append(module.weight.dtype))
+
+        trainer, logs, _ = _train_one_step(tmp_path / str(in_base_dtype), tiny_model, correction=False, model=model,
+                                           callbacks=[WatchReferencePass()], beta=0.04)
+        low = torch.bfloat16 if in_base_dtype and dtype == "bfloat16" else torch.float32
+        assert reference_pass_dtypes and set(reference_pass_dtypes) == {low}, reference_pass_dtypes
+        assert {p.dtype for n, p in trainer.model.named_parameters() if ".default." in n} == {torch.float32}
+        kls[in_base_dtype] = next(entry["kl"] for entry in logs if "kl" in entry)
+    assert kls[False] == 0.0 and 0.0 <= kls[True] < 1e-3, kls

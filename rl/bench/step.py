@@ -4,7 +4,8 @@ GRPOTrainer with its built-in transformers generation, on the same model,
 cold-start adapter, prompts, batch, sampling settings and reward.
 
     python -m rl.bench step [--workload toy|r1t1] [--steps 8] [--rounds 2] [--section.key value ...]
-                            [--baselines plain,colocate] [--ab-shared-prefix] [--ab-heap] [--ppo] [--ab-old-logps]
+                            [--baselines plain,colocate] [--ab-shared-prefix] [--ab-is-pass] [--ab-ref-dtype]
+                            [--ab-heap] [--ppo] [--ab-old-logps]
                             [--pin-cores]
 
 Workloads. ``toy`` (default): the config as given (configs/toy.yaml: the SFT'd toy model,
@@ -13,7 +14,9 @@ random ~24M-parameter Qwen2 of ``rl.bench rollout``'s shape workload with its ra
 LoRA, the toy world's sentences in prompts of ~150 tokens (a short system prompt, since
 that model's tokenizer spends more tokens on English), 300-token completions forced
 (``ignore_eos`` for our vLLM workers, ``min_new_tokens`` for TRL's generate), n = 8,
-4 prompts per step, two rollout workers, the learner's batch in 8 micro-batches of 4
+4 prompts per step, the batch in 8 micro-batches of 4 for both paths. As the R1-T1 recipe
+runs them: the learner (both paths' model) and the two compiled rollout workers in bf16 (both
+fp32 on a CPU without native bf16), and TRL's importance-sampling correction on
 (R1T1_OVERRIDES; any ``--section.key value`` given wins over them).
 
 The runs are measured one after the other (ours, the baselines, and again per round), each in
@@ -28,6 +31,10 @@ policy), ``backward``, ``optimizer`` (the optimizer step), ``other`` (the rest: 
 advantage math, TRL's bookkeeping, grad clipping). ``--ab-shared-prefix`` runs ours twice
 more, to measure rl/learn/shared_prefix.py: with each group's prompt run once in the no-grad
 passes only (not in the loss's pass), and with every row's prompt scored (TRL's way).
+``--ab-is-pass`` runs ours once more with TRL's own no-grad pass of the policy for the
+importance-sampling ratio, to measure rl/learn/importance_sampling.py (the ratio taken in the
+loss's pass). ``--ab-ref-dtype`` runs ours once more with TRL's frozen reference adapter kept in
+fp32 (ours stores it in a bf16 model's dtype: RolloutGRPOTrainer.reference_adapter_in_base_dtype).
 ``--ab-heap`` runs ours once more with glibc's malloc
 defaults (rl/learn/cpu_heap.py off); every row counts the page faults of its scoring and
 no-grad passes. ``--ppo`` runs ours once more with ``grpo.algorithm: ppo``
@@ -80,6 +87,11 @@ R1T1_OVERRIDES = [
     # faults in our scoring pass); learner 27.3 -> 18.8 s/step ours, 22.5 -> 21.1 s plain TRL
     # (one run each, AVX-512 machine, quiet, 2026-11-30)
     "--grpo.gradient_accumulation_steps", "8",
+    # the R1-T1 recipe's rollout (configs/r1t1-qwen2.5-7b.yaml): compiled vLLM engines (not the toy's eager
+    # ones, which start faster), in bf16 where the CPU computes it natively (r1t1_rollout_overrides), with
+    # TRL's correction for their logprobs; its ratio comes from the loss's pass (rl/learn/importance_sampling.py)
+    "--rollout.enforce_eager", "false",
+    "--grpo.importance_sampling_correction", "true",
 ]
 LEARNER_PARTS = ("scoring", "reference", "backward", "optimizer")
 FAULT_KEYS = ("scoring_faults", "reference_faults")  # minor page faults in the forward passes
@@ -189,8 +201,8 @@ class LearnerClock(TrainerCallback):
 
 
 def workload_config(config: str, workload: str, overrides: list[str], cache: Path | None = None):
-    """The run's config: the file plus, for ``r1t1``, the 24M model and adapter and
-    :data:`R1T1_OVERRIDES` (the command line's ``overrides`` applied after them), and
+    """The run's config: the file plus, for ``r1t1``, the 24M model and adapter, the dtypes
+    and :data:`R1T1_OVERRIDES` (the command line's ``overrides`` applied after them), and
     sampling that ignores EOS so every completion has ``sampling.max_tokens`` tokens."""
     if workload == "toy":
         return load_config(config, overrides)
@@ -198,9 +210,15 @@ def workload_config(config: str, workload: str, overrides: list[str], cache: Pat
         raise SystemExit(f"unknown workload {workload!r}: toy or r1t1")
     from rl.bench.rollout import BenchSampling, shape_workload
 
+    from rl.rollout import cpu_has_native_bf16
+
     w = shape_workload(cache or REPO_ROOT / "runs" / "bench", 1, 8, R1T1_COMPLETION_TOKENS)  # built once, cached
     model = ["--model.name_or_path", w.model_dir, "--model.init_adapter", w.adapter_dir, "--lora.r", str(w.lora_rank)]
-    cfg = load_config(config, [*model, *R1T1_OVERRIDES, *overrides])
+    # the recipe's bf16 workers and learner (configs/r1t1-qwen2.5-7b.yaml: model.dtype and rollout.dtype), for
+    # both paths; fp32 on a CPU without native bf16 (AVX2), where bf16 is emulated and slower
+    dtype = "bfloat16" if cpu_has_native_bf16() else "float32"
+    dtypes = ["--rollout.dtype", dtype, "--model.dtype", dtype]
+    cfg = load_config(config, [*model, *dtypes, *R1T1_OVERRIDES, *overrides])
     cfg.sampling = BenchSampling(**dataclasses.asdict(cfg.sampling), ignore_eos=True)
     return cfg
 
@@ -245,10 +263,12 @@ def forced_length(cfg) -> bool:
 
 
 def ours(cfg, steps: int, out: Path, shared_prefix: str = "all", pin_cores: bool = False,
-         keep_heap: bool = True) -> dict:
+         keep_heap: bool = True, defer_is: bool = True, reference_in_base_dtype: bool = True) -> dict:
     """Our path with the learner the config names (GRPO, or PPO with ``grpo.algorithm: ppo``).
     ``shared_prefix``: which scoring passes run each group's prompt once: ``all``, ``no-grad``
-    (not the loss's pass) or ``none`` (TRL's way)."""
+    (not the loss's pass) or ``none`` (TRL's way). ``defer_is``: the importance-sampling ratio
+    taken in the loss's pass (else TRL's no-grad pass of the policy). ``reference_in_base_dtype``:
+    TRL's reference adapter in a bf16 model's dtype (else fp32, as PEFT keeps it)."""
     from rl.core.runs import read_metrics
     from rl.learn import cpu_heap
     from rl.learn import trainer_for
@@ -261,11 +281,14 @@ def ours(cfg, steps: int, out: Path, shared_prefix: str = "all", pin_cores: bool
     clock = LearnerClock()
     RolloutGRPOTrainer.share_prompt_prefix = shared_prefix != "none"
     RolloutGRPOTrainer.share_prompt_prefix_in_loss = shared_prefix == "all"
+    RolloutGRPOTrainer.defer_importance_sampling = defer_is  # its own process: nothing else sees these
+    RolloutGRPOTrainer.reference_adapter_in_base_dtype = reference_in_base_dtype
     cpu_heap.enabled = keep_heap  # its own process: nothing else sees this
     try:
         trainer_for(cfg)(cfg, out / "bench-ours", callbacks=[clock, *([PinCores()] if pin_cores else [])])
     finally:
         RolloutGRPOTrainer.share_prompt_prefix = RolloutGRPOTrainer.share_prompt_prefix_in_loss = True
+        RolloutGRPOTrainer.defer_importance_sampling = RolloutGRPOTrainer.reference_adapter_in_base_dtype = True
     records = read_metrics(out / "bench-ours")[1:]
     return {
         "step": statistics.median(r["time/step"] for r in records),
@@ -374,6 +397,8 @@ def colocate_baseline(cfg, steps: int, out: Path) -> dict:
 
 
 BASELINES = {"plain": "plain TRL", "colocate": "TRL vLLM colocate"}
+IS_PASS = "ours, TRL's importance-sampling pass"
+FP32_REFERENCE = "ours, fp32 reference adapter"
 
 
 def run_arm(name: str, config: str, workload: str, overrides: list[str], steps: int, out: str,
@@ -386,7 +411,8 @@ def run_arm(name: str, config: str, workload: str, overrides: list[str], steps: 
         return colocate_baseline(cfg, steps, Path(out))
     shared_prefix = {"ours, prompt per sample": "none", "ours, prompt shared in no-grad passes": "no-grad"}
     return ours(cfg, steps, Path(out), shared_prefix=shared_prefix.get(name, "all"), pin_cores=pin_cores,
-                keep_heap=name != "ours, glibc heap defaults")
+                keep_heap=name != "ours, glibc heap defaults", defer_is=name != IS_PASS,
+                reference_in_base_dtype=name != FP32_REFERENCE)
 
 
 def in_own_process(*args) -> dict:
@@ -402,8 +428,8 @@ def in_own_process(*args) -> dict:
         return pool.submit(importable, *args).result()
 
 
-def learner_median(rows: list[tuple[str, dict]], name: str) -> float:
-    return statistics.median(m["learner"] for n, m in rows if n == name and "error" not in m)
+def learner_median(rows: list[tuple[str, dict]], name: str, part: str = "learner") -> float:
+    return statistics.median(m[part] for n, m in rows if n == name and "error" not in m)
 
 
 def split_line(m: dict) -> str:
@@ -439,6 +465,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated: plain (TRL's transformers generation), colocate (TRL's vLLM colocate)")
     parser.add_argument("--ab-shared-prefix", action="store_true",
                         help="also run ours with the prompt shared in the no-grad passes only, and with none (TRL's way)")
+    parser.add_argument("--ab-is-pass", action="store_true",
+                        help="also run ours with TRL's no-grad policy pass for the importance-sampling ratio")
+    parser.add_argument("--ab-ref-dtype", action="store_true",
+                        help="also run ours with TRL's reference adapter in fp32 (as PEFT keeps it)")
     parser.add_argument("--ab-heap", action="store_true",
                         help="also run ours with glibc's malloc defaults (rl/learn/cpu_heap.py off)")
     parser.add_argument("--ppo", action="store_true", help="also run ours with grpo.algorithm: ppo (a PPO step)")
@@ -457,6 +487,10 @@ def main(argv: list[str] | None = None) -> int:
     arms = [("ours", overrides)]
     if args.ab_shared_prefix:
         arms += [("ours, prompt shared in no-grad passes", overrides), ("ours, prompt per sample", overrides)]
+    if args.ab_is_pass:
+        arms.append((IS_PASS, overrides))
+    if args.ab_ref_dtype:
+        arms.append((FP32_REFERENCE, overrides))
     if args.ab_heap:
         arms.append(("ours, glibc heap defaults", overrides))
     if args.ppo:
@@ -467,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     prompt = "prompts ~150 tokens, " if args.workload == "r1t1" else ""
     header = (f"workload {args.workload}: {cfg.grpo.prompts_per_step} prompts x {cfg.sampling.n} samples, {prompt}"
               f"{'exactly' if forced_length(cfg) else 'max'} {cfg.sampling.max_tokens} new tokens, model "
-              f"{cfg.model.name_or_path}; median of steps 2-{args.steps}; beta {cfg.grpo.beta}; importance-sampling "
+              f"{cfg.model.name_or_path}; rollout workers {cfg.rollout.dtype}{', eager' if cfg.rollout.enforce_eager else ''}, "
+              f"learner {cfg.model.dtype}; median of steps 2-{args.steps}; beta {cfg.grpo.beta}; importance-sampling "
               f"correction {'on' if cfg.grpo.importance_sampling_correction else 'off'} (plain TRL has none)")
     rows: list[tuple[str, dict]] = []
     with tempfile.TemporaryDirectory(prefix="bench-step-") as tmp:
@@ -486,6 +521,11 @@ def main(argv: list[str] | None = None) -> int:
               for name in ("ours", "ours, prompt per sample")}
         print(f"shared prompt prefix: reference pass {ab['ours, prompt per sample']:.2f} -> {ab['ours']:.2f} s/step; "
               f"step {medians['ours, prompt per sample']:.2f} -> {medians['ours']:.2f} s")
+    for arm, what in ((IS_PASS, "importance-sampling ratio in the loss's pass (rl/learn/importance_sampling.py)"),
+                      (FP32_REFERENCE, "reference adapter in the model's dtype")):
+        if arm in medians:
+            print(f"{what}: no-grad passes {learner_median(rows, arm, 'reference'):.2f} -> "
+                  f"{learner_median(rows, 'ours', 'reference'):.2f} s/step; step {medians[arm]:.2f} -> {medians['ours']:.2f} s")
     if "ours, glibc heap defaults" in medians:
         print(f"freed memory kept (rl/learn/cpu_heap.py): learner {learner_median(rows, 'ours, glibc heap defaults'):.2f} "
               f"-> {learner_median(rows, 'ours'):.2f} s/step; step {medians['ours, glibc heap defaults']:.2f} -> "

@@ -14,7 +14,11 @@ signatures, and that no other module under rl/ uses them):
   ``_get_per_token_logps_and_entropies``), scores each group's prompt once
   (``_get_per_token_logps_and_entropies``, rl/learn/shared_prefix.py), and for that keeps
   groups whole in TRL's shuffle before the micro-batch split (``_prepare_inputs``, which
-  calls the module-level ``trl.trainer.grpo_trainer.shuffle_sequence_dict``).
+  calls the module-level ``trl.trainer.grpo_trainer.shuffle_sequence_dict``). It takes TRL's
+  importance-sampling ratio in each loss's pass instead of TRL's no-grad pass of the policy
+  (``_generate_and_score_completions`` turns TRL's pass off for the step;
+  rl/learn/importance_sampling.py), and keeps TRL's frozen reference adapter ("ref") in a
+  bf16/fp16 model's dtype.
 * :class:`RolloutPPOTrainer`: the same trainer running PPO (rl/learn/ppo.py holds the math and
   the critic): it keeps TRL's generation, rewards, logprob and importance-sampling paths, reads
   the rewards TRL gathers (``_calculate_rewards``) before it turns them into group advantages,
@@ -53,9 +57,12 @@ TRL_PRIVATE_METHODS: dict[str, tuple[str, ...]] = {
     "_calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),  # PPO
     "_prepare_inputs": ("self", "generation_batch"),
 }
-# Instance attributes of TRL 1.16 GRPOTrainer that RolloutGRPOTrainer sets (and RolloutPPOTrainer reads:
-# ``_metrics``, TRL's per-step figures that its log() averages into the logged dict).
-TRL_PRIVATE_ATTRIBUTES = ("use_vllm", "vllm_generation", "_last_loaded_step", "_metrics")
+# Instance attributes of TRL 1.16 GRPOTrainer that RolloutGRPOTrainer sets or reads (``_metrics``, TRL's
+# per-step figures that its log() averages into the logged dict, also written by RolloutPPOTrainer).
+TRL_PRIVATE_ATTRIBUTES = ("use_vllm", "vllm_generation", "_last_loaded_step", "_metrics",
+                          # the importance-sampling settings, read (and the switch flipped) to take its ratio in the loss
+                          "vllm_importance_sampling_correction", "vllm_importance_sampling_mode",
+                          "vllm_importance_sampling_clip_min", "vllm_importance_sampling_clip_max")
 # Keys of TRL's batch (``inputs`` of ``_compute_loss``) the gap measurement and the PPO loss read.
 TRL_BATCH_KEYS = ("sampling_per_token_logps", "old_per_token_logps", "completion_mask", "prompt_ids", "prompt_mask",
                   "completion_ids", "ref_per_token_logps", "importance_sampling_ratio", "num_items_in_batch")
@@ -217,6 +224,8 @@ def _define_rollout_trainer():
                      on_logp_gap: Callable[[float, int], None] | None = None, **kwargs):
             self._on_logp_gap = on_logp_gap
             self._gap_inputs = None  # the batch of the loss being computed, while measuring
+            self._deferred_is = None  # the step's importance-sampling ratio, taken in its losses' passes
+            self._is_inputs = None  # the batch of the loss being computed, while taking that ratio
             self._lookahead = None  # with overlap: reads the next step's prompts for the feed
             super().__init__(rollout_func=rollout_func, **kwargs)
             # GRPOConfig(use_vllm=True) would build TRL's vLLM client or engine in __init__. We
@@ -256,22 +265,82 @@ def _define_rollout_trainer():
                     f"'token_mask'. Got: {a.vllm_importance_sampling_mode}."
                 )
 
+        # TRL's importance-sampling correction without its own no-grad pass of the policy: when no
+        # optimizer step falls between generation and the losses, each loss's pass has the same
+        # logprobs (rl/learn/importance_sampling.py). A class attribute, so that the step benchmark
+        # can measure it both ways; PPO keeps TRL's pass (it needs the old logprobs before its losses).
+        defer_importance_sampling = True
+
+        def _defers_importance_sampling(self) -> bool:
+            generate_every = self.args.steps_per_generation * self.num_iterations
+            return (self.defer_importance_sampling and self.vllm_importance_sampling_correction
+                    and self.model.training and self.loss_type != "vespo"
+                    and self.args.gradient_accumulation_steps % generate_every == 0)
+
+        # TRL's frozen copy of the cold-start adapter (the KL reference, adapter "ref") stored in the base
+        # model's dtype when that is bf16/fp16: PEFT keeps adapters in fp32 for the optimizer's sake, and
+        # the reference never trains. Its pass then runs the LoRA matmuls in bf16 without casting every
+        # activation to fp32 and back: r1t1 workload's 24M model in bf16, a no-grad pass of 32 x 450
+        # tokens 2.40-2.48 -> 1.88-1.95 s; its token logprobs moved by 0.006 nats on average (max 0.03),
+        # bf16 rounding of the adapter's weights (one run each, AVX-512 machine, 2026-12-01). A class
+        # attribute, so that the step benchmark can measure it both ways.
+        reference_adapter_in_base_dtype = True
+
+        def _store_reference_adapter_in_base_dtype(self) -> None:
+            """Cast adapter "ref" to the base model's dtype, if it has one and is not already (checked
+            every step: a resumed Trainer loads the checkpoint's copy in fp32 again)."""
+            import torch
+
+            model = self.accelerator.unwrap_model(self.model)
+            if not self.reference_adapter_in_base_dtype or "ref" not in getattr(model, "peft_config", {}):
+                return
+            dtype = model.get_base_model().dtype
+            if dtype not in (torch.bfloat16, torch.float16):
+                return
+            for name, param in model.named_parameters():
+                if ".ref." in name and param.dtype != dtype:
+                    param.data = param.data.to(dtype)
+
+        def _generate_and_score_completions(self, inputs):
+            """TRL's batch; when the losses' passes can take the importance-sampling ratio
+            (:meth:`_defers_importance_sampling`), without TRL's old-policy pass, its ratio
+            and its ratio metrics, which :meth:`_compute_loss` then supplies."""
+            self._store_reference_adapter_in_base_dtype()
+            if not self._defers_importance_sampling():
+                return super()._generate_and_score_completions(inputs)
+            self.vllm_importance_sampling_correction = False  # TRL's switch for the pass and the ratio
+            try:
+                batch = super()._generate_and_score_completions(inputs)
+            finally:
+                self.vllm_importance_sampling_correction = True
+            from rl.learn.importance_sampling import DeferredImportanceSampling
+
+            self._deferred_is = DeferredImportanceSampling(
+                batch["completion_ids"].size(0), self.vllm_importance_sampling_mode,
+                self.vllm_importance_sampling_clip_min, self.vllm_importance_sampling_clip_max)
+            return batch
+
         def _compute_loss(self, model, inputs):
-            """With the importance-sampling correction off, TRL never compares the sampler's
+            """TRL's loss. With a deferred importance-sampling ratio, the ratio is taken from this
+            loss's scoring pass (:meth:`_get_per_token_logps_and_entropies`).
+
+            With the importance-sampling correction off, TRL never compares the sampler's
             logprobs with the learner's, so a stale or undelivered adapter would go unseen. The
             loss's scoring pass already has them: TRL's ``old_per_token_logps`` when it computed
             them (num_iterations > 1), else the pass's own, taken before this step's update. No
             extra forward pass."""
-            if self._on_logp_gap is None:
-                return super()._compute_loss(model, inputs)
-            if inputs.get("old_per_token_logps") is not None:
+            measure = self._on_logp_gap is not None
+            if measure and inputs.get("old_per_token_logps") is not None:
                 self._on_logp_gap(*_sampler_gap(inputs["old_per_token_logps"], inputs))
+                measure = False
+            defer = self._deferred_is is not None and "importance_sampling_ratio" not in inputs
+            if not (measure or defer):
                 return super()._compute_loss(model, inputs)
-            self._gap_inputs = inputs
+            self._gap_inputs, self._is_inputs = (inputs if measure else None), (inputs if defer else None)
             try:
                 return super()._compute_loss(model, inputs)
             finally:
-                self._gap_inputs = None
+                self._gap_inputs = self._is_inputs = None
 
         # Score each group's prompt once (rl/learn/shared_prefix.py): in the no-grad passes, and with
         # share_prompt_prefix_in_loss in the loss's pass too. Class attributes, so that the step
@@ -292,6 +361,10 @@ def _define_rollout_trainer():
                 out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
             if self._gap_inputs is not None:
                 self._on_logp_gap(*_sampler_gap(out[0], self._gap_inputs))
+            if self._is_inputs is not None and self._deferred_is.ratio_for(out[0], self._is_inputs):
+                figures, self._deferred_is = self._deferred_is.metrics(self.accelerator.gather), None
+                for name, value in figures.items():
+                    self._metrics["train"][name].append(value)
             return out
 
         def _shared_prefix_logps(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
@@ -362,6 +435,8 @@ def _define_ppo_trainer(base):
         rollout_func generation, reward functions, the policy's, reference's and sampler's
         logprobs, the importance-sampling ratio, the Trainer loop (``num_iterations``: PPO epochs;
         ``steps_per_generation``: mini-batches). Other arguments as RolloutGRPOTrainer."""
+
+        defer_importance_sampling = False  # PPO's losses need the old logprobs before the first of them
 
         def __init__(self, *, learner, **kwargs):
             self.learner = learner
