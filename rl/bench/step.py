@@ -4,7 +4,7 @@ GRPOTrainer with its built-in transformers generation, on the same model,
 cold-start adapter, prompts, batch, sampling settings and reward.
 
     python -m rl.bench step [--workload toy|r1t1] [--steps 8] [--rounds 2] [--section.key value ...]
-                            [--baselines plain,colocate] [--ab-shared-prefix] [--ab-is-pass] [--ab-ref-dtype]
+                            [--baselines plain,colocate] [--ab-shared-prefix] [--ab-is-pass]
                             [--ab-heap] [--ppo] [--ab-old-logps]
                             [--pin-cores]
 
@@ -33,8 +33,7 @@ more, to measure rl/learn/shared_prefix.py: with each group's prompt run once in
 passes only (not in the loss's pass), and with every row's prompt scored (TRL's way).
 ``--ab-is-pass`` runs ours once more with TRL's own no-grad pass of the policy for the
 importance-sampling ratio, to measure rl/learn/importance_sampling.py (the ratio taken in the
-loss's pass). ``--ab-ref-dtype`` runs ours once more with TRL's frozen reference adapter kept in
-fp32 (ours stores it in a bf16 model's dtype: RolloutGRPOTrainer.reference_adapter_in_base_dtype).
+loss's pass).
 ``--ab-heap`` runs ours once more with glibc's malloc
 defaults (rl/learn/cpu_heap.py off); every row counts the page faults of its scoring and
 no-grad passes. ``--ppo`` runs ours once more with ``grpo.algorithm: ppo``
@@ -263,12 +262,11 @@ def forced_length(cfg) -> bool:
 
 
 def ours(cfg, steps: int, out: Path, shared_prefix: str = "all", pin_cores: bool = False,
-         keep_heap: bool = True, defer_is: bool = True, reference_in_base_dtype: bool = True) -> dict:
+         keep_heap: bool = True, defer_is: bool = True) -> dict:
     """Our path with the learner the config names (GRPO, or PPO with ``grpo.algorithm: ppo``).
     ``shared_prefix``: which scoring passes run each group's prompt once: ``all``, ``no-grad``
     (not the loss's pass) or ``none`` (TRL's way). ``defer_is``: the importance-sampling ratio
-    taken in the loss's pass (else TRL's no-grad pass of the policy). ``reference_in_base_dtype``:
-    TRL's reference adapter in a bf16 model's dtype (else fp32, as PEFT keeps it)."""
+    taken in the loss's pass (else TRL's no-grad pass of the policy)."""
     from rl.core.runs import read_metrics
     from rl.learn import cpu_heap
     from rl.learn import trainer_for
@@ -282,13 +280,12 @@ def ours(cfg, steps: int, out: Path, shared_prefix: str = "all", pin_cores: bool
     RolloutGRPOTrainer.share_prompt_prefix = shared_prefix != "none"
     RolloutGRPOTrainer.share_prompt_prefix_in_loss = shared_prefix == "all"
     RolloutGRPOTrainer.defer_importance_sampling = defer_is  # its own process: nothing else sees these
-    RolloutGRPOTrainer.reference_adapter_in_base_dtype = reference_in_base_dtype
     cpu_heap.enabled = keep_heap  # its own process: nothing else sees this
     try:
         trainer_for(cfg)(cfg, out / "bench-ours", callbacks=[clock, *([PinCores()] if pin_cores else [])])
     finally:
         RolloutGRPOTrainer.share_prompt_prefix = RolloutGRPOTrainer.share_prompt_prefix_in_loss = True
-        RolloutGRPOTrainer.defer_importance_sampling = RolloutGRPOTrainer.reference_adapter_in_base_dtype = True
+        RolloutGRPOTrainer.defer_importance_sampling = True
     records = read_metrics(out / "bench-ours")[1:]
     return {
         "step": statistics.median(r["time/step"] for r in records),
@@ -398,7 +395,6 @@ def colocate_baseline(cfg, steps: int, out: Path) -> dict:
 
 BASELINES = {"plain": "plain TRL", "colocate": "TRL vLLM colocate"}
 IS_PASS = "ours, TRL's importance-sampling pass"
-FP32_REFERENCE = "ours, fp32 reference adapter"
 
 
 def run_arm(name: str, config: str, workload: str, overrides: list[str], steps: int, out: str,
@@ -411,8 +407,7 @@ def run_arm(name: str, config: str, workload: str, overrides: list[str], steps: 
         return colocate_baseline(cfg, steps, Path(out))
     shared_prefix = {"ours, prompt per sample": "none", "ours, prompt shared in no-grad passes": "no-grad"}
     return ours(cfg, steps, Path(out), shared_prefix=shared_prefix.get(name, "all"), pin_cores=pin_cores,
-                keep_heap=name != "ours, glibc heap defaults", defer_is=name != IS_PASS,
-                reference_in_base_dtype=name != FP32_REFERENCE)
+                keep_heap=name != "ours, glibc heap defaults", defer_is=name != IS_PASS)
 
 
 def in_own_process(*args) -> dict:
@@ -467,8 +462,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run ours with the prompt shared in the no-grad passes only, and with none (TRL's way)")
     parser.add_argument("--ab-is-pass", action="store_true",
                         help="also run ours with TRL's no-grad policy pass for the importance-sampling ratio")
-    parser.add_argument("--ab-ref-dtype", action="store_true",
-                        help="also run ours with TRL's reference adapter in fp32 (as PEFT keeps it)")
     parser.add_argument("--ab-heap", action="store_true",
                         help="also run ours with glibc's malloc defaults (rl/learn/cpu_heap.py off)")
     parser.add_argument("--ppo", action="store_true", help="also run ours with grpo.algorithm: ppo (a PPO step)")
@@ -489,8 +482,6 @@ def main(argv: list[str] | None = None) -> int:
         arms += [("ours, prompt shared in no-grad passes", overrides), ("ours, prompt per sample", overrides)]
     if args.ab_is_pass:
         arms.append((IS_PASS, overrides))
-    if args.ab_ref_dtype:
-        arms.append((FP32_REFERENCE, overrides))
     if args.ab_heap:
         arms.append(("ours, glibc heap defaults", overrides))
     if args.ppo:
@@ -521,11 +512,10 @@ def main(argv: list[str] | None = None) -> int:
               for name in ("ours", "ours, prompt per sample")}
         print(f"shared prompt prefix: reference pass {ab['ours, prompt per sample']:.2f} -> {ab['ours']:.2f} s/step; "
               f"step {medians['ours, prompt per sample']:.2f} -> {medians['ours']:.2f} s")
-    for arm, what in ((IS_PASS, "importance-sampling ratio in the loss's pass (rl/learn/importance_sampling.py)"),
-                      (FP32_REFERENCE, "reference adapter in the model's dtype")):
-        if arm in medians:
-            print(f"{what}: no-grad passes {learner_median(rows, arm, 'reference'):.2f} -> "
-                  f"{learner_median(rows, 'ours', 'reference'):.2f} s/step; step {medians[arm]:.2f} -> {medians['ours']:.2f} s")
+    if IS_PASS in medians:
+        print(f"importance-sampling ratio in the loss's pass (rl/learn/importance_sampling.py): no-grad passes "
+              f"{learner_median(rows, IS_PASS, 'reference'):.2f} -> {learner_median(rows, 'ours', 'reference'):.2f} "
+              f"s/step; step {medians[IS_PASS]:.2f} -> {medians['ours']:.2f} s")
     if "ours, glibc heap defaults" in medians:
         print(f"freed memory kept (rl/learn/cpu_heap.py): learner {learner_median(rows, 'ours, glibc heap defaults'):.2f} "
               f"-> {learner_median(rows, 'ours'):.2f} s/step; step {medians['ours, glibc heap defaults']:.2f} -> "

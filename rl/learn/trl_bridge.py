@@ -277,35 +277,10 @@ def _define_rollout_trainer():
                     and self.model.training and self.loss_type != "vespo"
                     and self.args.gradient_accumulation_steps % generate_every == 0)
 
-        # TRL's frozen copy of the cold-start adapter (the KL reference, adapter "ref") stored in the base
-        # model's dtype when that is bf16/fp16: PEFT keeps adapters in fp32 for the optimizer's sake, and
-        # the reference never trains. Its pass then runs the LoRA matmuls in bf16 without casting every
-        # activation to fp32 and back: r1t1 workload's 24M model in bf16, a no-grad pass of 32 x 450
-        # tokens 2.40-2.48 -> 1.88-1.95 s; its token logprobs moved by 0.006 nats on average (max 0.03),
-        # bf16 rounding of the adapter's weights (one run each, AVX-512 machine, 2026-12-01). A class
-        # attribute, so that the step benchmark can measure it both ways.
-        reference_adapter_in_base_dtype = True
-
-        def _store_reference_adapter_in_base_dtype(self) -> None:
-            """Cast adapter "ref" to the base model's dtype, if it has one and is not already (checked
-            every step: a resumed Trainer loads the checkpoint's copy in fp32 again)."""
-            import torch
-
-            model = self.accelerator.unwrap_model(self.model)
-            if not self.reference_adapter_in_base_dtype or "ref" not in getattr(model, "peft_config", {}):
-                return
-            dtype = model.get_base_model().dtype
-            if dtype not in (torch.bfloat16, torch.float16):
-                return
-            for name, param in model.named_parameters():
-                if ".ref." in name and param.dtype != dtype:
-                    param.data = param.data.to(dtype)
-
         def _generate_and_score_completions(self, inputs):
             """TRL's batch; when the losses' passes can take the importance-sampling ratio
             (:meth:`_defers_importance_sampling`), without TRL's old-policy pass, its ratio
             and its ratio metrics, which :meth:`_compute_loss` then supplies."""
-            self._store_reference_adapter_in_base_dtype()
             if not self._defers_importance_sampling():
                 return super()._generate_and_score_completions(inputs)
             self.vllm_importance_sampling_correction = False  # TRL's switch for the pass and the ratio
