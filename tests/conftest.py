@@ -105,8 +105,10 @@ def toy_vllm_engine(toy_world):
 def ray_cluster():
     """One local Ray cluster for the whole session (started once: ~10-40 s on 2 cores).
 
-    4 logical CPUs, 512 MiB object store, no dashboard, namespace "r1t1" (where the product's named actors
-    live). Yields the ``ray`` module. If Ray is already initialised, that cluster is
+    8 logical CPUs (scheduling tokens, not cores: the toy recipes' pools take 2 each, and a module's
+    pool may still be up while a test starts another, as the two-learner launches do), 512 MiB
+    object store, no dashboard, namespace "r1t1" (where the product's named actors live). Yields
+    the ``ray`` module. If Ray is already initialised, that cluster is
     reused and left running.
     """
     import ray
@@ -114,7 +116,7 @@ def ray_cluster():
     if ray.is_initialized():
         yield ray
         return
-    ray.init(num_cpus=4, include_dashboard=False, namespace="r1t1", object_store_memory=512 * 1024**2)
+    ray.init(num_cpus=8, include_dashboard=False, namespace="r1t1", object_store_memory=512 * 1024**2)
     yield ray
     ray.shutdown()
 

@@ -46,14 +46,14 @@ def tokenizer(tiny_model):
     return AutoTokenizer.from_pretrained(tiny_model)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # frees its CPUs for the later modules' pools
 def pool(ray_cluster, tiny_model):
     engine = make_rollout_engine(str(tiny_model), dataclasses.replace(ROLLOUT, backend="ray-vllm"), LoraSettings(r=8))
     yield engine
     engine.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # frees its CPUs for the later modules' pools
 def vllm_engine(tiny_model):
     engine = make_rollout_engine(str(tiny_model), dataclasses.replace(ROLLOUT, backend="vllm"), LoraSettings(r=8))
     yield engine
@@ -330,6 +330,37 @@ def test_backends_agree_on_greedy_output(pool, vllm_engine, hf_engine, adapters,
             got = torch.tensor([lp for r in outs[name] for lp in r.completions[0].logprobs])
             want = torch.tensor([lp for r in ref for lp in r.completions[0].logprobs])
             assert (got - want).abs().max().item() < LOGPROB_TOL, name
+
+
+def test_text_decoded_once_equals_vllm_s_own_detokenizer(vllm_engine, adapters, tokenizer, monkeypatch):
+    """Without stop strings vLLM does not detokenize (rl/rollout/vllm_engine.py: sampling_params)
+    and each completion is decoded once at the end: the same texts, tokens and logprobs as with
+    vLLM's incremental detokenizer and dict logprobs, on random tokens (incomplete UTF-8 among them)."""
+    from rl.rollout import vllm_engine as module
+
+    vllm_engine.set_adapter(adapters["a"], version=5)
+    prompts = chat_prompts(tokenizer, 4)
+    sampling = SamplingConfig(n=3, temperature=1.0, max_tokens=24, seed=11)
+    params = module.sampling_params(sampling, 0)
+    assert (params.detokenize, params.flat_logprobs) == (False, True)
+    assert module.sampling_params(dataclasses.replace(sampling, stop=["</answer>"]), 0).detokenize
+    fast = vllm_engine.generate(prompts, sampling)
+
+    ours_params, ours_result = module.sampling_params, module.to_result
+
+    def detokenizing_params(s, seed):
+        p = ours_params(s, seed)
+        p.detokenize, p.flat_logprobs = True, False
+        return p
+
+    monkeypatch.setattr(module, "sampling_params", detokenizing_params)
+    monkeypatch.setattr(module, "to_result", lambda output, tokenizer=None: ours_result(output))  # vLLM's text
+    slow = vllm_engine.generate(prompts, sampling)
+    pairs = [(a, b) for ra, rb in zip(fast, slow) for a, b in zip(ra.completions, rb.completions)]
+    assert len(pairs) == 12 and all(a.token_ids == b.token_ids for a, b in pairs)
+    assert all(b.text for _, b in pairs)  # vLLM did detokenize this time
+    assert [a.text for a, _ in pairs] == [b.text for _, b in pairs]
+    assert all(a.logprobs == b.logprobs and a.finish_reason == b.finish_reason for a, b in pairs)
 
 
 def test_other_process_attaches_to_the_pool(pool, tiny_model, adapters, tokenizer):

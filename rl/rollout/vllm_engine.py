@@ -41,23 +41,45 @@ def engine_kwargs(model_path: str, rollout: RolloutConfig, seed: int) -> dict:
 
 
 def sampling_params(sampling: SamplingConfig, seed: int | None):
+    """Without stop strings, vLLM does not detokenize: each step it would decode every
+    sequence's new token, and once more as the logprob's token string (a fifth of a toy
+    generation's time, profiled); :func:`to_result` decodes each completion once instead.
+    Logprobs come flat (a few lists per request, not a dict per token)."""
     from vllm import SamplingParams
 
+    stop = list(sampling.stop)
     return SamplingParams(
         n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
-        max_tokens=sampling.max_tokens, stop=list(sampling.stop) or None, seed=seed,
+        max_tokens=sampling.max_tokens, stop=stop or None, seed=seed,
         logprobs=0,  # the sampled token's logprob only
+        flat_logprobs=True, detokenize=bool(stop),  # stop strings need vLLM's incremental text
         ignore_eos=getattr(sampling, "ignore_eos", False),
     )
 
 
-def to_result(output) -> PromptResult:
+def sampled_logprobs(logprobs, token_ids) -> list[float]:
+    """log p of each sampled token, from vLLM's flat container (``logprobs=0``: one entry
+    per position, the sampled token's) or its list of per-position dicts."""
+    from vllm.logprobs import FlatLogprobs
+
+    if isinstance(logprobs, FlatLogprobs) and len(logprobs.logprobs) == len(token_ids):
+        if list(logprobs.token_ids) != list(token_ids):
+            raise RuntimeError("vLLM's logprobs name other tokens than the sampled ones")
+        return [float(x) for x in logprobs.logprobs]
+    return [float(step[tok].logprob) for step, tok in zip(logprobs, token_ids)]
+
+
+def to_result(output, tokenizer=None) -> PromptResult:
+    """``tokenizer``: decode each completion's text from its tokens (where vLLM did not
+    detokenize) as vLLM's detokenizer would have: ``skip_special_tokens``, and no trailing
+    incomplete UTF-8 sequence (our transformers engine does the same)."""
     completions = []
     for c in output.outputs:
         if c.logprobs is None:
             raise RuntimeError("vLLM returned no logprobs; was SamplingParams.logprobs set?")
-        logprobs = [float(step[tok].logprob) for step, tok in zip(c.logprobs, c.token_ids)]
-        completions.append(Completion(text=c.text, token_ids=list(c.token_ids), logprobs=logprobs,
+        ids = list(c.token_ids)
+        text = tokenizer.decode(ids, skip_special_tokens=True).rstrip("\ufffd") if tokenizer is not None else c.text
+        completions.append(Completion(text=text, token_ids=ids, logprobs=sampled_logprobs(c.logprobs, ids),
                                       finish_reason=c.finish_reason or "length"))
     return PromptResult(prompt_token_ids=list(output.prompt_token_ids), completions=completions)
 
@@ -98,7 +120,8 @@ class VLLMEngine:
         params = [sampling_params(sampling, s) for s in seeds]
         lora = self._requests.get(self._version) if self._version is not None else None
         outputs = self.llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
-        return [to_result(o) for o in outputs]
+        decode_with = None if sampling.stop else self.tokenizer  # see sampling_params
+        return [to_result(o, decode_with) for o in outputs]
 
     # --------------------------------------------------------------- adapters
     @property
