@@ -120,7 +120,7 @@ class VLLMEngine:
         params = [sampling_params(sampling, s) for s in seeds]
         lora = self._requests.get(self._version) if self._version is not None else None
         outputs = self.llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
-        decode_with = None if sampling.stop else self.tokenizer  # see sampling_params
+        decode_with = None if params[0].detokenize else self.tokenizer  # vLLM made no text: see sampling_params
         return [to_result(o, decode_with) for o in outputs]
 
     # --------------------------------------------------------------- adapters
