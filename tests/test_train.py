@@ -223,7 +223,6 @@ def test_prompt_scored_once_in_every_pass_gives_trl_s_update(grpo_base, shared_e
     monkeypatch.setattr(RolloutGRPOTrainer, "share_prompt_prefix", False)
     theirs = run_grpo(out, "prompt-per-row", base, *extra, engine=shared_engine)
     monkeypatch.setattr(RolloutGRPOTrainer, "share_prompt_prefix", True)
-    monkeypatch.setattr(RolloutGRPOTrainer, "share_prompt_prefix_min_hidden", 0)  # the toy model is 128 wide
     passes = []
     score_chunk = shared_prefix._score_chunk
     monkeypatch.setattr(shared_prefix, "_score_chunk",

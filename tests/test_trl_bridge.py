@@ -408,3 +408,26 @@ def test_trl_weight_walk_times_trl_s_merge_walk_unmerge(tiny_model):
     base = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
     assert parameters == base and seconds > 0
     torch.testing.assert_close(model(ids).logits, before)
+
+
+def test_adapter_push_saves_what_peft_saves_without_the_model_card(tiny_model, tmp_path):
+    """The per-step push (save_adapter(..., model_card=False)) writes PEFT's own config and
+    weights, byte for byte, and no README.md; the model's card method is PEFT's again after."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from rl.core.runs import save_adapter
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    save_adapter(model, tmp_path / "full")
+    save_adapter(model, tmp_path / "push", model_card=False)
+    assert (tmp_path / "full" / "README.md").is_file()
+    assert sorted(p.name for p in (tmp_path / "push").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        assert (tmp_path / "push" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
+    assert "create_or_update_model_card" not in vars(model)
+    save_adapter(model, tmp_path / "again")
+    assert (tmp_path / "again" / "README.md").is_file()

@@ -271,8 +271,17 @@ if __name__ == "__main__":  # python -m rl.core.runs RUN_DIR: redraw the plots o
             print(file)
 
 
-def save_adapter(peft_model, path: str | Path) -> None:
+def save_adapter(peft_model, path: str | Path, *, model_card: bool = True) -> None:
     """Save only the policy's LoRA weights ("default"; not TRL's frozen "ref" copy).
     ``save_embedding_layers=False``: PEFT otherwise adds the full (tied) embedding
-    and lm_head matrices for some models, which vLLM rejects as LoRA weights."""
-    peft_model.save_pretrained(str(path), selected_adapters=["default"], save_embedding_layers=False)
+    and lm_head matrices for some models, which vLLM rejects as LoRA weights.
+    ``model_card=False`` (the per-step push to the rollout workers, which read only the
+    config and weights): no README.md. PEFT renders it from a Jinja template on every save,
+    12 of the 24 ms a toy push took (profiled; rl.bench step's sync share)."""
+    if not model_card:
+        peft_model.create_or_update_model_card = lambda output_dir: None  # shadows PEFT's method on this instance
+    try:
+        peft_model.save_pretrained(str(path), selected_adapters=["default"], save_embedding_layers=False)
+    finally:
+        if not model_card:
+            del peft_model.create_or_update_model_card

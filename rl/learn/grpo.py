@@ -121,7 +121,7 @@ class AdapterSync:
             if self.push_first is not None:
                 shutil.copytree(self.push_first, target)
             else:
-                save_adapter(acc.unwrap_model(self.trainer.model), target)
+                save_adapter(acc.unwrap_model(self.trainer.model), target, model_card=False)
             self.engine.set_adapter(str(target), version)
             self.last_pushed = target
             for old in sorted(self.sync_root.glob("v*"))[:-ADAPTER_VERSIONS_KEPT]:

@@ -338,13 +338,11 @@ def _define_rollout_trainer():
 
         # Score each group's prompt once (rl/learn/shared_prefix.py): in the no-grad passes, and with
         # share_prompt_prefix_in_loss in the loss's pass too. Class attributes, so that the step
-        # benchmark can measure the passes both ways. Only for models at least this wide: the saving
-        # is the prompt's matmuls, the cost copying its keys/values to every row, and on the toy
-        # model (hidden 128) the copy costs more (rl.bench step, one run each: reference pass 1.24 ->
-        # 2.04 s on the toy recipe, 14.5 -> 7.8 s on the r1t1 workload's hidden-512 model).
+        # benchmark can measure the passes both ways. It pays at every width measured: the toy
+        # model (hidden 128; learner 0.87 -> 0.58 s/step, rl.bench step, two rounds each, AVX-512)
+        # and the r1t1 workload's hidden-512 model.
         share_prompt_prefix = True
         share_prompt_prefix_in_loss = True
-        share_prompt_prefix_min_hidden = 256
 
         def _get_per_token_logps_and_entropies(self, *args, **kwargs):
             """TRL's scoring; inside a measuring loss, also the gap of its logprobs. Text-only
@@ -364,16 +362,14 @@ def _define_rollout_trainer():
         def _shared_prefix_logps(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                  compute_entropy=False, compute_aux_loss=False, **extra):
             """rl/learn/shared_prefix.py's (log-probs, entropies, None) when they can stand in for
-            TRL's pass (no MoE loss asked, no image inputs) and pay (a model at least
-            :data:`share_prompt_prefix_min_hidden` wide), else None. The loss's pass (gradients on)
+            TRL's pass (no MoE loss asked, no image inputs), else None. The loss's pass (gradients on)
             shares only in one process without gradient checkpointing: DDP/DeepSpeed expect one
             forward per backward, and checkpointing turns the prompt's cache off."""
             import torch
 
             from rl.learn.shared_prefix import shared_prefix_logps
 
-            if (not self._shares_prompts(model) or compute_aux_loss
-                    or any(v is not None for v in extra.values())):
+            if not self.share_prompt_prefix or compute_aux_loss or any(v is not None for v in extra.values()):
                 return None
             if torch.is_grad_enabled() and not self._loss_shares_prompts(model):
                 return None
@@ -383,12 +379,8 @@ def _define_rollout_trainer():
                 return None
             return (*out, None) if compute_entropy else (out, None, None)
 
-        def _shares_prompts(self, model) -> bool:
-            hidden = getattr(getattr(model, "config", None), "hidden_size", None) or 0
-            return self.share_prompt_prefix and hidden >= self.share_prompt_prefix_min_hidden
-
         def _loss_shares_prompts(self, model) -> bool:
-            return (self._shares_prompts(model) and self.share_prompt_prefix_in_loss
+            return (self.share_prompt_prefix and self.share_prompt_prefix_in_loss
                     and self.accelerator.num_processes == 1
                     and not getattr(model, "is_gradient_checkpointing", False))
 
