@@ -133,6 +133,14 @@ def test_falls_back_to_trl_s_pass_when_nothing_is_shared_or_sharing_cannot_run(p
         assert trainer._shared_prefix_logps(policy, ids, mask, k, compute_aux_loss=True) is None
         assert trainer._shared_prefix_logps(policy, ids, mask, k, pixel_values=torch.zeros(1)) is None
         assert trainer._shared_prefix_logps(policy, ids, mask, k) is not None
+        policy.train()
+        policy.gradient_checkpointing_enable()  # training mode: transformers would return no cache
+        try:
+            assert trainer._shared_prefix_logps(policy, ids, mask, k) is None
+        finally:
+            policy.gradient_checkpointing_disable()
+            policy.eval()
+        assert trainer._shared_prefix_logps(policy, ids, mask, k) is not None
         trainer.share_prompt_prefix = False
         assert trainer._shared_prefix_logps(policy, ids, mask, k) is None
 

@@ -362,15 +362,19 @@ def _define_rollout_trainer():
         def _shared_prefix_logps(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                  compute_entropy=False, compute_aux_loss=False, **extra):
             """rl/learn/shared_prefix.py's (log-probs, entropies, None) when they can stand in for
-            TRL's pass (no MoE loss asked, no image inputs), else None. The loss's pass (gradients on)
-            shares only in one process without gradient checkpointing: DDP/DeepSpeed expect one
-            forward per backward, and checkpointing turns the prompt's cache off."""
+            TRL's pass (no MoE loss asked, no image inputs), else None. No pass shares while the model
+            trains with gradient checkpointing on: transformers then turns the prompt's cache off (TRL's
+            no-grad passes and PPO's switch checkpointing off first). The loss's pass (gradients on)
+            shares only in one process: DDP/DeepSpeed expect one forward per backward."""
             import torch
 
             from rl.learn.shared_prefix import shared_prefix_logps
 
             if not self.share_prompt_prefix or compute_aux_loss or any(v is not None for v in extra.values()):
                 return None
+            core = getattr(model, "module", model)  # DDP's wrapper
+            if core.training and getattr(core, "is_gradient_checkpointing", False):
+                return None  # transformers turns the prompt's cache off (TRL's no-grad passes switch checkpointing off)
             if torch.is_grad_enabled() and not self._loss_shares_prompts(model):
                 return None
             out = shared_prefix_logps(model, input_ids, attention_mask, logits_to_keep, batch_size,
@@ -476,7 +480,10 @@ def _define_ppo_trainer(base):
             engine = batch.get("sampling_per_token_logps")
             if self.learner.settings.old_logps == "engine" and engine is not None and not torch.isnan(engine).any():
                 return engine
-            with torch.no_grad():
+            from trl.models.utils import disable_gradient_checkpointing
+
+            # as TRL's own no-grad passes: no checkpointing without a backward (and the prompt's cache stays on)
+            with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
                 return self._get_per_token_logps_and_entropies(
                     self.model, torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1),
                     torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1),
