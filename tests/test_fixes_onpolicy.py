@@ -115,7 +115,7 @@ def test_a_skipped_adapter_push_is_caught(toy_world, toy_vllm_engine, tmp_path, 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         synced = _short_grpo(tmp_path, "synced", toy_vllm_engine, *extra)
-    gaps = [r["sampler_logp_diff"] for r in synced]
+    gaps = in_sync = [r["sampler_logp_diff"] for r in synced]
     print(f"IS correction {is_correction}: in sync, sampler_logp_diff per step {gaps}")
     assert len(gaps) == 3 and max(gaps) < 1e-4  # fp32 engine, same adapter
     assert [r["onpolicy_gap_over"] for r in synced] == [0, 0, 0]
@@ -128,8 +128,14 @@ def test_a_skipped_adapter_push_is_caught(toy_world, toy_vllm_engine, tmp_path, 
     gaps = [r["sampler_logp_diff"] for r in stale]
     print(f"IS correction {is_correction}: pushes skipped from step 2, sampler_logp_diff per step {gaps}")
     assert len(calls) == 3  # TRL asked for a push every step
-    assert gaps[0] < 1e-4 and min(gaps[1:]) > 0.1  # step 1 was pushed; 2 and 3 sampled a stale adapter
-    assert [r["onpolicy_gap_over"] for r in stale] == [0, 1, 2]
+    # Step 1 was pushed; steps 2 and 3 sampled a stale adapter. Step 3's gap depends on the CPU kind
+    # (how far Adam's second step takes the fresh adapter back): 0.46 at step 2 but 0.058-0.085 at
+    # step 3 on an Intel AVX-512/AMX machine (2026-12-02), above grpo.onpolicy_gap_warn (0.1) elsewhere;
+    # every stale step stays orders of magnitude above the in-sync gap (~1e-6).
+    assert gaps[0] < 1e-4 and gaps[1] > 0.1
+    assert min(gaps[1:]) > 1000 * max(in_sync)
+    over = [r["onpolicy_gap_over"] for r in stale]
+    assert over[:2] == [0, 1] and over[2] in (1, 2)  # step 2 counted; step 3 where its gap passes the threshold
     warned = [w for w in caught if "learner's policy" in str(w.message)]
     assert len(warned) == 1 and "step 2" in str(warned[0].message)  # once per run, at the first bad step
 
